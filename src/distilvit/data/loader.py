@@ -1,0 +1,133 @@
+"""``load_caption_dataset``: the one entry point that turns dataset specs into a caption dataset."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import datasets
+
+from distilvit.data.caption_json import load_caption_json_rows
+from distilvit.data.hub import load_hub_rows
+from distilvit.data.imagefolder import METADATA_FILES, load_imagefolder_rows
+from distilvit.data.registry import ALL_NAME, REGISTRY, SHAPES_NAME, available_datasets
+from distilvit.data.rows import SourceRows
+from distilvit.data.schema import check_split
+from distilvit.data.shapes import ShapesConfig, load_shapes_rows
+from distilvit.data.validation import assemble, choose_rows
+from distilvit.errors import DataError
+
+logger = logging.getLogger("distilvit.data")
+
+Spec = Union[str, os.PathLike]
+
+
+def load_caption_dataset(
+    names: Sequence[Spec] | Spec,
+    split: str,
+    *,
+    sample: int | None = None,
+    seed: int = 42,
+    cache_dir: str | None = None,
+) -> datasets.Dataset:
+    """Load and combine caption datasets into one :class:`datasets.Dataset`.
+
+    The data contract is in ``docs/design.md``.
+
+    Args:
+        names: dataset specs: registry names (:func:`available_datasets`), ``all`` (every Hub set),
+            ``shapes``, or local paths (an image folder with ``metadata.jsonl``/``metadata.csv``, a
+            COCO captions JSON file, a Karpathy split JSON file). Several specs are concatenated;
+            a registry name wins over a local folder of the same name (write ``./name`` for the
+            folder).
+        split: ``train``, ``validation`` or ``test``.
+        sample: keep a reproducible (seeded) subset of this many rows of the combined split.
+        seed: seed of the per-image splits, of ``sample`` and of ``shapes``.
+        cache_dir: ``datasets`` cache directory for Hub sets.
+
+    Returns:
+        A dataset with the columns ``image`` (:class:`datasets.Image`), ``captions`` (list of
+        non-empty strings), ``image_id`` and ``source`` (the spec each row came from), one row per
+        image. Unreadable images, empty captions and rows without captions are dropped with a
+        warning on the ``distilvit.data`` logger.
+
+    Raises:
+        DataError: unknown name, missing or unparseable file, bad split or sample, or no row left.
+    """
+    check_split(split)
+    _check_sample(sample)
+    specs = expand_specs(names)
+    sources = [_load_source(spec, split, seed=seed, cache_dir=cache_dir) for spec in specs]
+    for rows in sources:
+        if not len(rows):
+            logger.warning("%s has no usable rows in the %s split", rows.source, split)
+    kept = choose_rows(sources, sample=sample, seed=seed)
+    dataset = assemble(sources, kept)
+    if dataset is None:
+        raise DataError(
+            f"no usable rows in the {split} split of {', '.join(specs)}: the split is empty or "
+            f"every row was dropped (see the warnings of the 'distilvit.data' logger)"
+        )
+    logger.info("loaded %d rows (%s split) from %s", len(dataset), split, ", ".join(specs))
+    return dataset
+
+
+def expand_specs(names: Sequence[Spec] | Spec) -> list[str]:
+    """The specs as strings, ``all`` expanded to every Hub set, duplicates removed (order kept)."""
+    if isinstance(names, (str, os.PathLike)):
+        names = [names]
+    specs: list[str] = []
+    for name in names:
+        spec = os.fspath(name)
+        for expanded in list(REGISTRY) if spec == ALL_NAME else [spec]:
+            if expanded not in specs:
+                specs.append(expanded)
+    if not specs:
+        raise DataError("no dataset given: " + _choices())
+    return specs
+
+
+def _load_source(spec: str, split: str, *, seed: int, cache_dir: str | None) -> SourceRows:
+    """The rows of ``split`` of one spec."""
+    if spec in REGISTRY:
+        return load_hub_rows(REGISTRY[spec], split, seed=seed, cache_dir=cache_dir)
+    if spec == SHAPES_NAME:
+        return load_shapes_rows(split, ShapesConfig(seed=seed), source=spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_imagefolder_rows(path, spec, split, seed=seed)
+    if path.is_file():
+        if path.suffix.lower() == ".json":
+            return load_caption_json_rows(path, spec, split, seed=seed)
+        raise DataError(
+            f"unsupported dataset file {spec}: expected a COCO captions or Karpathy split .json "
+            f"file, or an image folder with {' or '.join(METADATA_FILES)}"
+        )
+    if _looks_like_path(spec):
+        raise DataError(f"dataset path not found: {spec} (no such file or directory). {_choices()}")
+    raise DataError(f"unknown dataset {spec!r}. {_choices()}")
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Whether an unknown spec was meant as a path rather than a registry name."""
+    return os.sep in spec or "/" in spec or spec.startswith((".", "~")) or bool(Path(spec).suffix)
+
+
+def _choices() -> str:
+    """What may be passed as a dataset spec."""
+    return (
+        f"Available datasets: {', '.join(available_datasets())}, or '{ALL_NAME}' for every Hub set "
+        f"({', '.join(REGISTRY)}). A local path is also accepted: an image folder with "
+        f"{' or '.join(METADATA_FILES)}, a COCO captions JSON file or a Karpathy split JSON file."
+    )
+
+
+def _check_sample(sample: object) -> None:
+    """``sample`` must be ``None`` or a positive integer."""
+    if sample is None:
+        return
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise DataError(f"sample must be a positive number of rows, got {sample!r}")

@@ -1,0 +1,15 @@
+"""The captioner model: config, modeling, processor, builders."""
+
+from distilvit.model.configuration import DistilViTConfig
+from distilvit.model.loading import CaptionerSpec, build_captioner, load_captioner
+from distilvit.model.modeling import DistilViTForCaptioning
+from distilvit.model.processing import CaptionProcessor
+
+__all__ = [
+    "CaptionProcessor",
+    "CaptionerSpec",
+    "DistilViTConfig",
+    "DistilViTForCaptioning",
+    "build_captioner",
+    "load_captioner",
+]

@@ -1,0 +1,114 @@
+"""Turning images and captions into model inputs, and generated ids back into captions.
+
+Sequence layout (one row)::
+
+    [tokenizer's leading special tokens] <image> x N  prompt tokens | caption tokens EOS | padding
+    <------------------------ labels = -100 ------------------------> <- caption ids -> <- -100 ->
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from distilvit.errors import DataError, ModelError
+from distilvit.model.configuration import IMAGE_TOKEN
+
+IGNORE_INDEX = -100
+
+
+def add_image_token(tokenizer) -> int:
+    """Make sure ``tokenizer`` knows the ``<image>`` placeholder; return its id."""
+    if IMAGE_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+class CaptionProcessor:
+    """Image processor + tokenizer + the prompt layout of one distilvit model."""
+
+    def __init__(self, tokenizer, image_processor, *, num_image_tokens: int, prompt: str = "", max_length: int = 64):
+        if tokenizer.eos_token_id is None:
+            raise ModelError("the language model's tokenizer has no EOS token; captions could never end.")
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.num_image_tokens = num_image_tokens
+        self.prompt = prompt
+        self.max_length = max_length
+        self.image_token_id = add_image_token(tokenizer)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, path: str | Path) -> None:
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+        with open(Path(path) / "distilvit_processor.json", "w") as f:
+            json.dump({"num_image_tokens": self.num_image_tokens, "prompt": self.prompt, "max_length": self.max_length}, f)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> CaptionProcessor:
+        path = Path(path)
+        settings_file = path / "distilvit_processor.json"
+        if not settings_file.is_file():
+            raise ModelError(f"{path} is not a distilvit model folder (no distilvit_processor.json).")
+        settings = json.loads(settings_file.read_text())
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        return cls(tokenizer, image_processor, **settings)
+
+    # ------------------------------------------------------------------ text
+    def prompt_ids(self) -> list[int]:
+        """Ids of everything before the caption: leading specials, image placeholders, prompt."""
+        lead = self.tokenizer("", add_special_tokens=True).input_ids
+        prompt = self.tokenizer(self.prompt, add_special_tokens=False).input_ids if self.prompt else []
+        return lead + [self.image_token_id] * self.num_image_tokens + prompt
+
+    def caption_ids(self, caption: str) -> list[int]:
+        """Caption token ids ending with EOS, truncated to ``max_length`` tokens (EOS kept)."""
+        caption = caption.strip()
+        if not caption:
+            raise DataError("empty caption: every training caption needs at least one word.")
+        text = " " + caption if self.prompt and not self.prompt.endswith((" ", "\n")) else caption
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids[: self.max_length - 1]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def decode(self, ids: torch.Tensor | list[list[int]]) -> list[str]:
+        """Generated ids -> captions (special tokens dropped, whitespace stripped)."""
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    # ------------------------------------------------------------------ images
+    def pixel_values(self, images) -> torch.Tensor:
+        """List of PIL images -> ``(B, 3, H, W)`` float tensor."""
+        images = [img.convert("RGB") for img in images]
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    # ------------------------------------------------------------------ batches
+    def training_batch(self, captions: list[str], images=None) -> dict[str, torch.Tensor]:
+        """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (+ ``pixel_values`` if images given).
+
+        Padding goes to the longest row of the batch, never to ``max_length``.
+        """
+        prefix = self.prompt_ids()
+        rows = [self.caption_ids(c) for c in captions]
+        width = len(prefix) + max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            end = len(prefix) + len(row)
+            input_ids[i, :end] = torch.tensor(prefix + row)
+            labels[i, len(prefix) : end] = torch.tensor(row)
+            attention_mask[i, :end] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if images is not None:
+            batch["pixel_values"] = self.pixel_values(images)
+        return batch
+
+    def generation_inputs(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """The caption prompt for ``batch_size`` images (all rows equal, so no padding is needed)."""
+        ids = torch.tensor([self.prompt_ids()] * batch_size, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

@@ -1,0 +1,189 @@
+"""``distilvit train``: build (or reload) a captioner, train it with ``Trainer``, save it, plot the run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from distilvit.data import load_caption_dataset
+from distilvit.errors import DistilViTError
+from distilvit.evaluation import plot_training_curves
+from distilvit.model import CaptionerSpec, build_captioner, load_captioner
+from distilvit.training.collator import CaptionCollator
+from distilvit.training.trainer import CaptionEvalSet, CaptionTrainer, pick_device, pick_precision
+
+logger = logging.getLogger("distilvit.training")
+
+LOWER_IS_BETTER = {"loss"}
+
+
+@dataclass
+class TrainOptions:
+    """All options of ``distilvit train`` (see ``distilvit train --help`` for their meaning)."""
+
+    datasets: list[str] = field(default_factory=lambda: ["shapes"])
+    model: CaptionerSpec = field(default_factory=CaptionerSpec)
+    base_model: str | None = None
+    save_dir: str = "distilvit-model"
+    checkpoints_dir: str = "checkpoints"
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 8
+    eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    projection_lr: float = 3e-4
+    lora_lr: float = 1e-4
+    vision_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_steps: float = 200
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int = 3
+    logging_steps: int = 10
+    sample: int | None = None
+    eval_sample: int | None = 200
+    eval_captions: int = 100
+    metric_for_best_model: str = "cider"
+    early_stopping_patience: int = 3
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 42
+    cache_dir: str | None = None
+    prune_cache: bool = False
+    debug: bool = False
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    blind: bool = False
+    num_workers: int = 0
+
+
+@dataclass
+class TrainResult:
+    save_dir: Path
+    metrics: dict
+    log_history: list[dict]
+
+
+def training_arguments(opts: TrainOptions, device: str, precision: str) -> TrainingArguments:
+    metric = opts.metric_for_best_model
+    return TrainingArguments(
+        output_dir=opts.checkpoints_dir,
+        num_train_epochs=opts.num_train_epochs,
+        max_steps=opts.max_steps,
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.eval_batch_size,
+        gradient_accumulation_steps=opts.gradient_accumulation_steps,
+        learning_rate=opts.lora_lr,
+        weight_decay=opts.weight_decay,
+        warmup_steps=opts.warmup_steps,
+        lr_scheduler_type="cosine",
+        eval_strategy="steps",
+        eval_steps=opts.eval_steps,
+        save_strategy="steps",
+        save_steps=opts.save_steps,
+        save_total_limit=opts.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{metric}",
+        greater_is_better=metric not in LOWER_IS_BETTER,
+        logging_steps=opts.logging_steps,
+        report_to="none",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=device == "cpu",
+        dataloader_num_workers=opts.num_workers,
+        remove_unused_columns=False,
+        seed=opts.seed,
+        push_to_hub=opts.push_to_hub,
+        hub_model_id=opts.hub_model_id,
+        disable_tqdm=False,
+    )
+
+
+def load_splits(opts: TrainOptions):
+    train = load_caption_dataset(opts.datasets, "train", sample=opts.sample, seed=opts.seed, cache_dir=opts.cache_dir)
+    validation = load_caption_dataset(
+        opts.datasets, "validation", sample=opts.eval_sample, seed=opts.seed, cache_dir=opts.cache_dir
+    )
+    logger.info("training on %d images, validating on %d", len(train), len(validation))
+    return train, validation
+
+
+def build_or_load(opts: TrainOptions):
+    if opts.base_model:
+        model, processor = load_captioner(opts.base_model)
+        model.train()
+        return model, processor
+    return build_captioner(opts.model)
+
+
+def run_training(opts: TrainOptions) -> TrainResult:
+    """Train a captioner end to end; returns where it was saved and its final validation metrics."""
+    if opts.early_stopping_patience < 1:
+        raise DistilViTError("--early-stopping-patience must be at least 1.")
+    set_seed(opts.seed)
+    device = pick_device(opts.device)
+    precision = pick_precision(opts.precision, device)
+    train_set, validation_set = load_splits(opts)
+    model, processor = build_or_load(opts)
+    model.config.ablate_image = opts.blind or model.config.ablate_image
+    model.train()  # from_pretrained returns eval mode; dropout and checkpointing need train mode
+    logger.info("device %s, precision %s, %s trainable parameters", device, precision, _count_trainable(model))
+    trainer = CaptionTrainer(
+        model=model,
+        args=training_arguments(opts, device, precision),
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=CaptionCollator(processor, train=True, seed=opts.seed),
+        caption_processor=processor,
+        learning_rates={
+            "projection_lr": opts.projection_lr,
+            "lora_lr": opts.lora_lr,
+            "vision_lr": opts.vision_lr if opts.vision_lr is not None else opts.projection_lr,
+        },
+        caption_eval=CaptionEvalSet(validation_set, limit=opts.eval_captions) if opts.eval_captions else None,
+        debug=opts.debug,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience)],
+    )
+    last = get_last_checkpoint(opts.checkpoints_dir) if Path(opts.checkpoints_dir).is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    metrics = trainer.evaluate()
+    save_dir = save_trained(trainer, processor, opts, metrics)
+    if opts.push_to_hub:
+        trainer.push_to_hub(commit_message="distilvit training run")
+    if opts.prune_cache and opts.cache_dir:
+        shutil.rmtree(Path(opts.cache_dir) / "datasets", ignore_errors=True)
+    return TrainResult(save_dir=save_dir, metrics=metrics, log_history=trainer.state.log_history)
+
+
+def save_trained(trainer: CaptionTrainer, processor, opts: TrainOptions, metrics: dict) -> Path:
+    """Save model + processor + training log + curves to ``opts.save_dir``."""
+    save_dir = Path(opts.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    trainer.model.save_pretrained(save_dir)
+    processor.save_pretrained(save_dir)
+    record = {"options": _jsonable(asdict(opts)), "final_metrics": metrics, "log_history": trainer.state.log_history}
+    (save_dir / "training_log.json").write_text(json.dumps(record, indent=2, default=str))
+    try:
+        plot_training_curves(trainer.state.log_history, save_dir / "training_curves.png")
+    except DistilViTError as err:  # e.g. a run too short to log anything
+        logger.warning("no training curves: %s", err)
+    return save_dir
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _count_trainable(model: torch.nn.Module) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} of {total:,}"

@@ -1,0 +1,155 @@
+"""The Hugging Face ``Trainer`` specialised for captioning.
+
+* separate learning rates for the projection, the LoRA adapters and any unfrozen encoder layers;
+* caption metrics (BLEU, ROUGE-L, CIDEr, ...) from generated captions, computed inside the evaluation loop so
+  that early stopping and best-checkpoint selection can use them;
+* the processor is saved into every checkpoint, so any checkpoint folder is a loadable model.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from distilvit.evaluation import compute_caption_metrics
+from distilvit.model.captioning import generate_captions
+
+logger = logging.getLogger("distilvit.training")
+
+
+def parameter_groups(model, *, projection_lr: float, lora_lr: float, vision_lr: float, weight_decay: float):
+    """AdamW parameter groups by part of the model; frozen parameters are left out."""
+    groups = {"projection": [], "lora": [], "vision": [], "other": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith("projection."):
+            groups["projection"].append(param)
+        elif "lora_" in name:
+            groups["lora"].append(param)
+        elif name.startswith("vision_model."):
+            groups["vision"].append(param)
+        else:
+            groups["other"].append(param)
+    lrs = {"projection": projection_lr, "lora": lora_lr, "vision": vision_lr, "other": lora_lr}
+    return [
+        {"params": params, "lr": lrs[key], "weight_decay": weight_decay, "name": key}
+        for key, params in groups.items()
+        if params
+    ]
+
+
+class CaptionEvalSet:
+    """Images and reference captions on which generated captions are scored during evaluation."""
+
+    def __init__(self, dataset, limit: int | None = None):
+        rows = dataset if limit is None else dataset.select(range(min(limit, len(dataset))))
+        self.images = [row["image"] for row in rows]
+        self.references = [row["captions"] for row in rows]
+
+
+class CaptionTrainer(Trainer):
+    def __init__(self, *args, caption_processor, learning_rates: dict, caption_eval: CaptionEvalSet | None = None,
+                 generation: dict | None = None, debug: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.caption_processor = caption_processor
+        self.learning_rates = learning_rates
+        self.caption_eval = caption_eval
+        self.generation = generation or {}
+        self.debug = debug
+        self.add_callback(SaveProcessorCallback(caption_processor))
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = parameter_groups(
+                model or self.model, weight_decay=self.args.weight_decay, **self.learning_rates
+            )
+            optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model or self.model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _issue_warnings_after_load(self, load_result):
+        """Tied weights (e.g. an LM head that shares the input embedding) are not stored in checkpoints;
+        re-tie them instead of warning that they are missing."""
+        tied = set(getattr(self.model, "all_tied_weights_keys", {}) or {})
+        missing = [key for key in load_result.missing_keys if key not in tied]
+        if len(missing) != len(load_result.missing_keys):
+            self.model.tie_weights()
+        super()._issue_warnings_after_load(type(load_result)(missing, load_result.unexpected_keys))
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only=True, ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
+        if self.caption_eval is not None:
+            metrics = self.caption_metrics()
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
+        return output
+
+    def caption_metrics(self) -> dict[str, float]:
+        """Generate captions for the evaluation images and score them (METEOR off: it costs a JVM)."""
+        start = time.perf_counter()
+        predictions = generate_captions(
+            self.model, self.caption_processor, self.caption_eval.images,
+            batch_size=self.args.per_device_eval_batch_size, **self.generation,
+        )
+        metrics = compute_caption_metrics(predictions, self.caption_eval.references, use_meteor=False)
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        metrics["caption_seconds"] = round(time.perf_counter() - start, 2)
+        metrics["empty_captions"] = sum(not p for p in predictions) / max(len(predictions), 1)
+        if self.debug:
+            for pred, refs in list(zip(predictions, self.caption_eval.references))[:5]:
+                logger.info("sample prediction: %r | reference: %r", pred, refs[0])
+        return metrics
+
+
+class SaveProcessorCallback(TrainerCallback):
+    """Write tokenizer, image processor and prompt settings into each checkpoint folder."""
+
+    def __init__(self, processor):
+        self.processor = processor
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = f"{args.output_dir}/checkpoint-{state.global_step}"
+            self.processor.save_pretrained(folder)
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` -> cuda > mps > cpu; an explicit device must exist."""
+    from distilvit.errors import DistilViTError
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if requested == "auto":
+        return "cuda" if available["cuda"] else "mps" if available["mps"] else "cpu"
+    if requested not in available:
+        raise DistilViTError(f"unknown device {requested!r}; use auto, cpu, cuda or mps.")
+    if not available[requested]:
+        raise DistilViTError(f"device {requested!r} is not available on this machine; use --device auto.")
+    return requested
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_precision(requested: str, device: str) -> str:
+    """``auto`` -> bf16 on CUDA with bf16 support (else fp16) and on bf16-capable CPUs, else fp32."""
+    if requested != "auto":
+        return requested
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "cpu" and cpu_supports_bf16():
+        return "bf16"
+    return "fp32"
