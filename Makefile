@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 DEMO   := demo-output
+# the demo's training options, one per line (comments stripped)
+DEMO_ARGS := $(shell sed 's/\#.*//' configs/shapes-demo.args)
 
 .PHONY: install demo test test-fast clean
 
@@ -25,10 +27,7 @@ install: $(STAMP)
 # Train on the built-in `shapes` data with the real SmolLM2-135M-Instruct + LoRA, evaluate on the held-out
 # split (which contains attribute combinations never seen in training), caption a few test images.
 demo: install
-	$(VENV)/bin/distilvit train --dataset shapes --encoder-model scratch:resnet-tiny --decoder-model smollm2-gguf \
-	  --projection-type mlp --batch-size 16 --max-steps 250 --warmup-steps 20 --projection-lr 2e-3 --lora-lr 1e-3 \
-	  --eval-steps 125 --save-steps 125 --eval-captions 100 --eval-sample 100 --save-total-limit 1 \
-	  --checkpoints-dir $(DEMO)/checkpoints --save-dir $(DEMO)/model
+	$(VENV)/bin/distilvit train $(DEMO_ARGS) --checkpoints-dir $(DEMO)/checkpoints --save-dir $(DEMO)/model
 	$(VENV)/bin/distilvit eval $(DEMO)/model --dataset shapes --split test --out $(DEMO)/report --format both
 	$(PY) -m distilvit.data.export_samples --split test --count 4 --out $(DEMO)/test-images
 	$(VENV)/bin/distilvit caption $(DEMO)/model $(DEMO)/test-images/*.png

@@ -1,8 +1,13 @@
-"""Small shared fixtures for the data tests (tests/test_data_*.py)."""
+"""Shared fixtures: small images and a private datasets cache (data tests), tiny models (model/training/CLI tests)."""
 
 from __future__ import annotations
 
 import io
+import os
+
+# tests never reach a model hub (set before anything imports huggingface_hub, which reads it at import)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 from PIL import Image
@@ -30,14 +35,9 @@ def hf_cache(tmp_path):
 
 
 # ---------------------------------------------------------------- tiny models (model/training/CLI tests)
-import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from tiny_models import make_encoder, make_lm  # noqa: E402
-
-# tests must never reach a model hub, and must not write into the user's distilvit cache
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

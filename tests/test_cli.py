@@ -58,10 +58,16 @@ def test_eval_writes_metrics_and_report(trained_model, tmp_path, capsys):
         (["train", "--encoder-model", "/no/such/encoder", "--max-steps", "1", "--sample", "8"], "does not exist"),
         (["train", "--save-steps", "150", "--eval-steps", "100"], "multiple of --eval-steps"),
         (["caption", "MODEL", "IMAGE", "--temperature", "0.5"], "only apply with --do-sample"),
+        (["train", "--decoder-model", "ENCODER", "--encoder-model", "scratch:siglip-tiny", "--sample", "8"],
+         "unsupported language model kind"),
+        (["train", "--encoder-model", "MODEL", "--decoder-model", "MODEL", "--sample", "8"],
+         "unsupported vision encoder kind 'distilvit'"),
     ],
 )
-def test_bad_input_gives_a_clear_error_and_exit_code_2(trained_model, image_file, argv, message, capsys, tmp_path):
-    argv = [str(trained_model) if a == "MODEL" else str(image_file) if a == "IMAGE" else a for a in argv]
+def test_bad_input_gives_a_clear_error_and_exit_code_2(trained_model, image_file, tiny_encoder, argv, message, capsys,
+                                                       tmp_path):
+    names = {"MODEL": str(trained_model), "IMAGE": str(image_file), "ENCODER": str(tiny_encoder)}
+    argv = [names.get(a, a) for a in argv]
     if argv[0] == "train":
         argv += ["--checkpoints-dir", str(tmp_path / "c"), "--save-dir", str(tmp_path / "m")]
     assert main(argv) == 2
@@ -98,3 +104,14 @@ def test_help_explains_every_option(command, capsys):
 def test_no_command_prints_usage(capsys):
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_export_samples_writes_the_split_images(tmp_path, capsys):
+    from distilvit.data import load_caption_dataset
+    from distilvit.data.export_samples import main as export_samples
+
+    assert export_samples(["--split", "test", "--count", "2", "--out", str(tmp_path)]) == 0
+    files = sorted(tmp_path.glob("*.png"))
+    assert [f.name for f in files] == ["shapes-test-000000.png", "shapes-test-000001.png"]
+    first = load_caption_dataset(["shapes"], "test")[0]["image"].convert("RGB")
+    assert list(Image.open(files[0]).convert("RGB").getdata()) == list(first.getdata())

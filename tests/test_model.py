@@ -73,7 +73,7 @@ def test_labels_mask_image_prompt_and_padding_and_end_with_eos(tiny_encoder, tin
     model, processor = build(tiny_encoder, tiny_lm, prompt="the image")
     batch = processor.training_batch(["a red circle", "a small blue square left of a green triangle"])
     prefix = len(processor.prompt_ids())
-    assert prefix == model.config.num_image_tokens + 2  # no BOS added by this tokenizer; prompt is 2 words
+    assert prefix == 1 + model.config.num_image_tokens + 2  # BOS first (attention sink), image, 2 prompt words
     labels, mask = batch["labels"], batch["attention_mask"]
     assert (labels[:, :prefix] == -100).all()
     eos = processor.tokenizer.eos_token_id
@@ -198,6 +198,8 @@ def test_scratch_encoder_is_trainable(tiny_lm):
         ("LM", "LM", "unsupported vision encoder kind 'llama'"),
         ("ENC", "ENC", "not a decoder-only|unsupported language model kind"),
         ("ENC", "/no/such/file.gguf", "does not exist"),
+        ("google/siglip-base-patch16-224", "LM", "Hub may be unreachable"),  # the tests run offline
+        ("ENC", "HuggingFaceTB/SmolLM-135M", "Hub may be unreachable"),
     ],
 )
 def test_bad_model_names_give_clear_errors(tiny_encoder, tiny_lm, encoder, decoder, message):
@@ -230,3 +232,25 @@ def test_auto_classes_know_the_model(tmp_path, tiny_encoder, tiny_lm):
     model.save_pretrained(tmp_path)
     assert AutoConfig.from_pretrained(tmp_path).model_type == "distilvit"
     assert isinstance(AutoModel.from_pretrained(tmp_path), DistilViTForCaptioning)
+
+
+def test_chat_template_layout(tiny_encoder, tiny_lm):
+    from transformers import AutoTokenizer
+
+    from distilvit.model.processing import CaptionProcessor
+
+    _, processor = build(tiny_encoder, tiny_lm)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm)
+    with pytest.raises(ModelError, match="chat template"):
+        CaptionProcessor(tokenizer, processor.image_processor, num_image_tokens=4, chat_template=True)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<s> {{ m['content'] }} </s> {% endfor %}{% if add_generation_prompt %}the {% endif %}"
+    )
+    chat = CaptionProcessor(tokenizer, processor.image_processor, num_image_tokens=4, prompt=" a photo",
+                            chat_template=True)
+    ids = chat.prompt_ids()
+    words = tokenizer.convert_ids_to_tokens(ids)
+    assert words == ["<s>"] + ["<image>"] * 4 + ["a", "photo", "</s>", "the"]
+    batch = chat.training_batch(["a red circle"])
+    real = batch["labels"][0][batch["labels"][0] != -100]
+    assert tokenizer.convert_ids_to_tokens(real.tolist()) == ["a", "red", "circle", "</s>"]

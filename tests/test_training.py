@@ -134,3 +134,27 @@ def test_shapes_rows_feed_the_collator(tiny_lm):
     batch = CaptionCollator(processor)(rows)
     assert batch["pixel_values"].shape == (4, 3, 32, 32)
     assert batch["input_ids"].shape == batch["labels"].shape
+
+
+def test_prune_cache_removes_the_dataset_cache_only(tmp_path, tiny_lm):
+    cache = tmp_path / "cache"
+    (cache / "datasets" / "junk").mkdir(parents=True)
+    (cache / "models").mkdir()
+    small_run(tmp_path, tiny_lm, max_steps=1, cache_dir=str(cache), prune_cache=True)
+    assert not (cache / "datasets").exists() and (cache / "models").is_dir()
+
+
+def test_hub_push_options_reach_the_trainer(tmp_path):
+    from distilvit.training.run import training_arguments
+
+    args = training_arguments(TrainOptions(push_to_hub=True, hub_model_id="me/captioner",
+                                           checkpoints_dir=str(tmp_path)), "cpu", "fp32")
+    assert args.push_to_hub and args.hub_model_id == "me/captioner"
+    assert args.metric_for_best_model == "eval_cider" and args.greater_is_better
+    assert args.lr_scheduler_type == "cosine" and args.load_best_model_at_end
+
+
+def test_merge_lora_on_request_saves_a_merged_model(tmp_path, tiny_lm):
+    result = small_run(tmp_path, tiny_lm, max_steps=1, merge_lora=True)
+    model, _ = load_captioner(result.save_dir)
+    assert model.config.lora_merged and not model.has_lora()

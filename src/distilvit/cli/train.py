@@ -24,8 +24,10 @@ def add_parser(subparsers) -> None:
     data.add_argument("--eval-sample", type=positive_int, default=200, help="validation images used for eval loss")
     data.add_argument("--eval-captions", type=int, default=100,
                       help="validation images captioned at each evaluation for caption metrics (0 = none)")
-    data.add_argument("--cache-dir", default=None, help="cache for datasets and models (default: HF defaults)")
-    data.add_argument("--prune-cache", action="store_true", help="delete the cached dataset files under --cache-dir after training")
+    data.add_argument("--cache-dir", default=None,
+                      help="cache folder: Hub datasets go to <dir>/datasets, Hub models to <dir>/models "
+                      "(default: the Hugging Face caches)")
+    data.add_argument("--prune-cache", action="store_true", help="delete <cache-dir>/datasets after training")
 
     model = p.add_argument_group("model")
     model.add_argument("--encoder-model", default="google/siglip-base-patch16-224",
@@ -36,6 +38,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--projection-type", choices=PROJECTION_TYPES, default="linear", help="vision-to-LM projection")
     model.add_argument("--vision-feature-layer", type=int, default=-1, help="encoder hidden state to use (-1 = final output)")
     model.add_argument("--prompt", default="", help="text placed between the image tokens and the caption")
+    model.add_argument("--chat-template", action="store_true",
+                       help="wrap image and prompt in the LM's chat template as a user turn; the caption is the "
+                       "assistant's reply (for instruct LMs such as SmolLM2-Instruct)")
     model.add_argument("--max-length", type=positive_int, default=30, help="maximum caption length in tokens (EOS included)")
     model.add_argument("--unfreeze-vision-layers", type=int, default=0, help="train the last N encoder layers (-1 = all)")
     model.add_argument("--lora-r", type=positive_int, default=16, help="LoRA rank")
@@ -44,6 +49,9 @@ def add_parser(subparsers) -> None:
     model.add_argument("--lora-target-modules", nargs="+", default=None,
                        help="LM modules that get LoRA (default: the attention projections of the architecture)")
     model.add_argument("--no-lora", action="store_true", help="train the projection only, LM fully frozen")
+    model.add_argument("--merge-lora", action="store_true",
+                       help="save the final model with the LoRA adapters merged into the LM weights "
+                       "(default: adapters kept as separate weights)")
 
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--num-train-epochs", type=float, default=3.0, help="training epochs")
@@ -93,10 +101,11 @@ def options_from_args(args):
         raise DistilViTError("--eval-captions 0 computes no caption metrics; use --metric-for-best-model loss.")
     spec = CaptionerSpec(
         encoder=args.encoder_model, decoder=args.decoder_model, projection_type=args.projection_type,
-        vision_feature_layer=args.vision_feature_layer, prompt=args.prompt, use_lora=not args.no_lora,
+        vision_feature_layer=args.vision_feature_layer, prompt=args.prompt, chat_template=args.chat_template,
+        use_lora=not args.no_lora,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         lora_target_modules=args.lora_target_modules, unfreeze_vision_layers=args.unfreeze_vision_layers,
-        max_length=args.max_length, cache_dir=args.cache_dir,
+        max_length=args.max_length,
     )
     return TrainOptions(
         datasets=args.dataset, model=spec, base_model=args.base_model, save_dir=args.save_dir,
@@ -109,7 +118,8 @@ def options_from_args(args):
         eval_captions=args.eval_captions, metric_for_best_model=args.metric_for_best_model,
         early_stopping_patience=args.early_stopping_patience, device=args.device, precision=args.precision,
         seed=args.seed, cache_dir=args.cache_dir, prune_cache=args.prune_cache, debug=args.debug,
-        push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, blind=args.blind, num_workers=args.num_workers,
+        push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, blind=args.blind, merge_lora=args.merge_lora,
+        num_workers=args.num_workers,
     )
 
 

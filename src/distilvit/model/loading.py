@@ -39,6 +39,7 @@ class CaptionerSpec:
     projection_layernorm: bool = True
     vision_feature_layer: int = -1
     prompt: str = ""
+    chat_template: bool = False
     use_lora: bool = True
     lora_r: int = 16
     lora_alpha: int = 16
@@ -156,7 +157,8 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
         unfreeze_vision_layers=-1 if from_scratch else spec.unfreeze_vision_layers,
     )
     processor = CaptionProcessor(
-        tokenizer, image_processor, num_image_tokens=num_tokens, prompt=spec.prompt, max_length=spec.max_length
+        tokenizer, image_processor, num_image_tokens=num_tokens, prompt=spec.prompt, max_length=spec.max_length,
+        chat_template=spec.chat_template,
     )
     config.image_token_id = processor.image_token_id
     model = DistilViTForCaptioning(config, vision_model=vision, language_model=language_model)

@@ -30,9 +30,14 @@ def add_image_token(tokenizer) -> int:
 class CaptionProcessor:
     """Image processor + tokenizer + the prompt layout of one distilvit model."""
 
-    def __init__(self, tokenizer, image_processor, *, num_image_tokens: int, prompt: str = "", max_length: int = 64):
+    def __init__(self, tokenizer, image_processor, *, num_image_tokens: int, prompt: str = "", max_length: int = 64,
+                 chat_template: bool = False):
         if tokenizer.eos_token_id is None:
             raise ModelError("the language model's tokenizer has no EOS token; captions could never end.")
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ModelError("--chat-template needs a language model whose tokenizer has a chat template "
+                             "(an instruct/chat model); this one has none.")
+        self.chat_template = chat_template
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.num_image_tokens = num_image_tokens
@@ -46,7 +51,9 @@ class CaptionProcessor:
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
         with open(Path(path) / "distilvit_processor.json", "w") as f:
-            json.dump({"num_image_tokens": self.num_image_tokens, "prompt": self.prompt, "max_length": self.max_length}, f)
+            settings = {"num_image_tokens": self.num_image_tokens, "prompt": self.prompt,
+                        "max_length": self.max_length, "chat_template": self.chat_template}
+            json.dump(settings, f)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> CaptionProcessor:
@@ -60,18 +67,43 @@ class CaptionProcessor:
         return cls(tokenizer, image_processor, **settings)
 
     # ------------------------------------------------------------------ text
-    def prompt_ids(self) -> list[int]:
-        """Ids of everything before the caption: leading specials, image placeholders, prompt."""
+    def lead_ids(self) -> list[int]:
+        """Tokens before the image: the tokenizer's own leading specials, else its BOS token.
+
+        Language models treat the first position as an attention sink (it soaks up attention and carries
+        little content); an image token placed there is largely ignored, so a BOS token goes first.
+        """
         lead = self.tokenizer("", add_special_tokens=True).input_ids
+        if not lead and self.tokenizer.bos_token_id is not None:
+            lead = [self.tokenizer.bos_token_id]
+        return lead
+
+    def prompt_ids(self) -> list[int]:
+        """Ids of everything before the caption: leading specials or BOS, image placeholders, prompt.
+
+        With ``chat_template``, the image and prompt form a user turn of the LM's chat template and the
+        caption is the assistant's reply.
+        """
+        if self.chat_template:
+            return self._chat_prompt_ids()
+        lead = self.lead_ids()
         prompt = self.tokenizer(self.prompt, add_special_tokens=False).input_ids if self.prompt else []
         return lead + [self.image_token_id] * self.num_image_tokens + prompt
+
+    def _chat_prompt_ids(self) -> list[int]:
+        messages = [{"role": "user", "content": IMAGE_TOKEN + self.prompt}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        at = ids.index(self.image_token_id)
+        return ids[:at] + [self.image_token_id] * self.num_image_tokens + ids[at + 1 :]
 
     def caption_ids(self, caption: str) -> list[int]:
         """Caption token ids ending with EOS, truncated to ``max_length`` tokens (EOS kept)."""
         caption = caption.strip()
         if not caption:
             raise DataError("empty caption: every training caption needs at least one word.")
-        text = " " + caption if self.prompt and not self.prompt.endswith((" ", "\n")) else caption
+        spaced = self.prompt and not self.prompt.endswith((" ", "\n")) and not self.chat_template
+        text = " " + caption if spaced else caption
         ids = self.tokenizer(text, add_special_tokens=False).input_ids[: self.max_length - 1]
         return ids + [self.tokenizer.eos_token_id]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ class TrainOptions:
     push_to_hub: bool = False
     hub_model_id: str | None = None
     blind: bool = False
+    merge_lora: bool = False
     num_workers: int = 0
 
 
@@ -106,11 +107,16 @@ def training_arguments(opts: TrainOptions, device: str, precision: str) -> Train
     )
 
 
+def cache_subdir(opts: TrainOptions, kind: str) -> str | None:
+    """``<cache_dir>/datasets`` or ``<cache_dir>/models`` (None: the Hugging Face default caches)."""
+    return str(Path(opts.cache_dir) / kind) if opts.cache_dir else None
+
+
 def load_splits(opts: TrainOptions):
-    train = load_caption_dataset(opts.datasets, "train", sample=opts.sample, seed=opts.seed, cache_dir=opts.cache_dir)
-    validation = load_caption_dataset(
-        opts.datasets, "validation", sample=opts.eval_sample, seed=opts.seed, cache_dir=opts.cache_dir
-    )
+    cache = cache_subdir(opts, "datasets")
+    train = load_caption_dataset(opts.datasets, "train", sample=opts.sample, seed=opts.seed, cache_dir=cache)
+    validation = load_caption_dataset(opts.datasets, "validation", sample=opts.eval_sample, seed=opts.seed,
+                                      cache_dir=cache)
     logger.info("training on %d images, validating on %d", len(train), len(validation))
     return train, validation
 
@@ -120,7 +126,10 @@ def build_or_load(opts: TrainOptions):
         model, processor = load_captioner(opts.base_model)
         model.train()
         return model, processor
-    return build_captioner(opts.model)
+    spec = opts.model
+    if opts.cache_dir:
+        spec = replace(spec, cache_dir=cache_subdir(opts, "models"))
+    return build_captioner(spec)
 
 
 def run_training(opts: TrainOptions) -> TrainResult:
@@ -160,7 +169,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
     if opts.push_to_hub:
         trainer.push_to_hub(commit_message="distilvit training run")
     if opts.prune_cache and opts.cache_dir:
-        shutil.rmtree(Path(opts.cache_dir) / "datasets", ignore_errors=True)
+        shutil.rmtree(cache_subdir(opts, "datasets"), ignore_errors=True)
+        logger.info("pruned the dataset cache %s", cache_subdir(opts, "datasets"))
     return TrainResult(save_dir=save_dir, metrics=metrics, log_history=trainer.state.log_history)
 
 
@@ -168,6 +178,8 @@ def save_trained(trainer: CaptionTrainer, processor, opts: TrainOptions, metrics
     """Save model + processor + training log + curves to ``opts.save_dir``."""
     save_dir = Path(opts.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
+    if opts.merge_lora and trainer.model.has_lora():
+        logger.info("merged LoRA into %d LM layers before saving", trainer.model.merge_lora())
     trainer.model.save_pretrained(save_dir)
     processor.save_pretrained(save_dir)
     record = {"options": _jsonable(asdict(opts)), "final_metrics": metrics, "log_history": trainer.state.log_history}
