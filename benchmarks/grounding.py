@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shlex
 import time
 from collections import Counter
@@ -28,6 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "shapes-demo.args"
 KEYS = ("cider", "bleu_4", "rouge_l", "exact_match", "scene_accuracy", "colour_accuracy", "shape_accuracy",
         "size_accuracy", "count_accuracy")
+
+
+def machine() -> dict:
+    """CPU model, SIMD level and thread count, for the results file."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
+        flags = re.search(r"flags\s*:\s*(.*)", info).group(1).split()
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    except (OSError, AttributeError):
+        model, simd = platform.machine(), "unknown"
+    return {"processor": f"{model} ({simd})", "cores": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:
@@ -58,9 +71,7 @@ def main() -> int:
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"recipe": RECIPE.read_text().split(), "machine": {
-        "processor": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
-        "torch": torch.__version__}}
+    results: dict = {"recipe": shlex.split(RECIPE.read_text(), comments=True), "machine": machine()}
     for name, extra in (("seeing", []), ("blind", ["--blind"])):
         model, seconds = train(work, name, extra)
         metrics = evaluate_model(str(model), ["shapes"], split="test", out_dir=work / name / "report",
@@ -71,10 +82,10 @@ def main() -> int:
     rows = ["| model | " + " | ".join(KEYS) + " |", "|---" * (len(KEYS) + 1) + "|"]
     for name in ("seeing", "blind", "constant_guess"):
         rows.append(f"| {name} | " + " | ".join(f"{results[name][k]:.3f}" for k in KEYS) + " |")
-    machine = results["machine"]
+    host = results["machine"]
     (out / "grounding.md").write_text(
         "# Grounding: demo recipe vs blind baseline (held-out shapes test split, 200 images)\n\n"
-        f"Machine: {machine['processor']}, {machine['cores']} threads, torch {machine['torch']}.\n\n"
+        f"Machine: {host['processor']}, {host['cores']} threads, torch {host['torch']}.\n\n"
         + "\n".join(rows) + "\n")
     plot_metric_bars({k: results[k] for k in ("seeing", "blind", "constant_guess")}, out / "grounding.png",
                      keys=("cider", "exact_match", "colour_accuracy", "shape_accuracy"))

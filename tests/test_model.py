@@ -111,8 +111,11 @@ def test_zero_length_prefix_gives_the_bare_lm_logits(tiny_encoder, tiny_lm):
 def test_image_placeholder_count_must_match_the_images(tiny_encoder, tiny_lm):
     model, processor = build(tiny_encoder, tiny_lm)
     batch = processor.training_batch(["a red circle"], images(1))
+    ids = batch["input_ids"][0]
+    first_image = int((ids == processor.image_token_id).nonzero()[0])
+    one_short = torch.cat([ids[:first_image], ids[first_image + 1 :]]).unsqueeze(0)
     with pytest.raises(ValueError, match="placeholder"):
-        model(input_ids=batch["input_ids"][:, 1:], pixel_values=batch["pixel_values"])
+        model(input_ids=one_short, pixel_values=batch["pixel_values"])
 
 
 def test_save_and_reload_round_trip_exactly(tmp_path, tiny_encoder, tiny_lm):
