@@ -5,9 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from tiny_models import pad_more
 
 from distilvit.errors import ModelError
-from distilvit.model import CaptionerSpec, DistilViTForCaptioning, build_captioner, load_captioner
+from distilvit.model import (
+    CaptionerSpec,
+    DistilViTForCaptioning,
+    build_captioner,
+    load_captioner,
+)
 from distilvit.model.captioning import generate_captions
 
 COLOURS = [(255, 0, 0), (0, 0, 255), (0, 170, 0)]
@@ -87,13 +93,7 @@ def test_labels_mask_image_prompt_and_padding_and_end_with_eos(tiny_encoder, tin
 def test_loss_does_not_depend_on_padding_length(tiny_encoder, tiny_lm):
     model, processor = build(tiny_encoder, tiny_lm)
     batch = processor.training_batch(["a red circle", "a small blue square left of a green triangle"], images())
-    extra = 7
-    padded = {
-        "input_ids": torch.cat([batch["input_ids"], torch.full((2, extra), processor.pad_token_id)], 1),
-        "attention_mask": torch.cat([batch["attention_mask"], torch.zeros(2, extra, dtype=torch.long)], 1),
-        "labels": torch.cat([batch["labels"], torch.full((2, extra), -100)], 1),
-        "pixel_values": batch["pixel_values"],
-    }
+    padded = pad_more(batch, 7, processor.pad_token_id)
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).loss, model(**padded).loss, rtol=1e-6, atol=1e-6)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
+from tiny_models import pad_more
 
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
 from distilvit.model.captioning import generate_captions
@@ -61,11 +62,7 @@ def test_loss_ignores_padding_with_the_real_lm(captioner):
     model, processor = captioner
     batch = processor.training_batch(["a small red circle", "a large blue square left of a small green triangle"],
                                      scenes())
-    extra = 5
-    padded = dict(batch)
-    padded["input_ids"] = torch.cat([batch["input_ids"], torch.full((2, extra), processor.pad_token_id)], 1)
-    padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(2, extra, dtype=torch.long)], 1)
-    padded["labels"] = torch.cat([batch["labels"], torch.full((2, extra), -100)], 1)
+    padded = pad_more(batch, 5, processor.pad_token_id)
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).loss, model(**padded).loss, rtol=1e-5, atol=1e-5)
 

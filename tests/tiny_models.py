@@ -112,3 +112,13 @@ def make_encoder(path: Path, kind: str = "siglip", seed: int = 0) -> Path:
     ENCODER_BUILDERS[kind]().save_pretrained(path)
     _processor(32).save_pretrained(path)
     return path
+
+
+def pad_more(batch: dict, extra: int, pad_token_id: int) -> dict:
+    """``batch`` with ``extra`` more padding columns (pad ids, attention 0, labels -100)."""
+    rows = batch["input_ids"].shape[0]
+    padded = dict(batch)
+    padded["input_ids"] = torch.cat([batch["input_ids"], torch.full((rows, extra), pad_token_id)], 1)
+    padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(rows, extra, dtype=torch.long)], 1)
+    padded["labels"] = torch.cat([batch["labels"], torch.full((rows, extra), -100)], 1)
+    return padded
