@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tiny_models import pad_more
+from tiny_models import pad_more, perturb_lora
 
 from distilvit.errors import ModelError
 from distilvit.model import (
@@ -120,10 +120,7 @@ def test_image_placeholder_count_must_match_the_images(tiny_encoder, tiny_lm):
 
 def test_save_and_reload_round_trip_exactly(tmp_path, tiny_encoder, tiny_lm):
     model, processor = build(tiny_encoder, tiny_lm)
-    with torch.no_grad():  # make LoRA non-trivial so that a lost adapter would show
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5)
+    perturb_lora(model, std=0.5)  # non-trivial adapters, so that a lost one would show
     batch = processor.training_batch(["a red circle", "a blue square"], images())
     with torch.no_grad():
         logits = model(**batch).logits
@@ -142,10 +139,7 @@ def test_save_and_reload_round_trip_exactly(tmp_path, tiny_encoder, tiny_lm):
 
 def test_merged_lora_saves_without_adapters_and_keeps_outputs(tmp_path, tiny_encoder, tiny_lm):
     model, processor = build(tiny_encoder, tiny_lm)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(std=0.5)
+    perturb_lora(model, std=0.5)  # non-trivial adapters, so that a lost one would show
     batch = processor.training_batch(["a red circle"], images(1))
     with torch.no_grad():
         before = model(**batch).logits

@@ -122,3 +122,11 @@ def pad_more(batch: dict, extra: int, pad_token_id: int) -> dict:
     padded["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros(rows, extra, dtype=torch.long)], 1)
     padded["labels"] = torch.cat([batch["labels"], torch.full((rows, extra), -100)], 1)
     return padded
+
+
+@torch.no_grad()
+def perturb_lora(model, std: float) -> None:
+    """Give the (zero-initialised) LoRA B matrices random values, so that a lost or unmerged adapter shows."""
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.normal_(std=std)
