@@ -45,6 +45,8 @@ class CaptionProcessor:
         self.max_length = max_length
         self.image_token_id = add_image_token(tokenizer)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # the prefix never changes: tokenize it (and render the chat template) once, not for every batch
+        self._prefix = self._chat_prompt_ids() if chat_template else self._plain_prompt_ids()
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, path: str | Path) -> None:
@@ -84,8 +86,9 @@ class CaptionProcessor:
         With ``chat_template``, the image and prompt form a user turn of the LM's chat template and the
         caption is the assistant's reply.
         """
-        if self.chat_template:
-            return self._chat_prompt_ids()
+        return list(self._prefix)
+
+    def _plain_prompt_ids(self) -> list[int]:
         lead = self.lead_ids()
         prompt = self.tokenizer(self.prompt, add_special_tokens=False).input_ids if self.prompt else []
         return lead + [self.image_token_id] * self.num_image_tokens + prompt

@@ -169,8 +169,9 @@ def run_training(opts: TrainOptions) -> TrainResult:
     if opts.push_to_hub:
         trainer.push_to_hub(commit_message="distilvit training run")
     if opts.prune_cache and opts.cache_dir:
-        shutil.rmtree(cache_subdir(opts, "datasets"), ignore_errors=True)
-        logger.info("pruned the dataset cache %s", cache_subdir(opts, "datasets"))
+        dataset_cache = cache_subdir(opts, "datasets")
+        shutil.rmtree(dataset_cache, ignore_errors=True)
+        logger.info("pruned the dataset cache %s", dataset_cache)
     return TrainResult(save_dir=save_dir, metrics=metrics, log_history=trainer.state.log_history)
 
 
