@@ -34,10 +34,15 @@ demo: install
 	@echo "model:   $(DEMO)/model  (training curves: $(DEMO)/model/training_curves.png)"
 	@echo "report:  $(DEMO)/report/report.html  metrics: $(DEMO)/report/metrics.json"
 
-test: install
+# the browser demo's JavaScript packages (tests/test_browser.py skips without them, unless DISTILVIT_REQUIRE_BROWSER=1)
+web/node_modules/.package-lock.json: web/package-lock.json
+	@if command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund; \
+	else echo "warning: npm not found; the browser demo tests will skip"; fi
+
+test: install web/node_modules/.package-lock.json
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install web/node_modules/.package-lock.json
 	$(PY) -m pytest -q -m "not slow"
 
 clean:

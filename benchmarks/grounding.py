@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import re
 import shlex
 import time
 from collections import Counter
 from pathlib import Path
 
-import torch
+from common import machine
 
 from distilvit.cli.main import main as distilvit
 from distilvit.data import load_caption_dataset
@@ -29,18 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "shapes-demo.args"
 KEYS = ("cider", "bleu_4", "rouge_l", "exact_match", "scene_accuracy", "colour_accuracy", "shape_accuracy",
         "size_accuracy", "count_accuracy")
-
-
-def machine() -> dict:
-    """CPU model, SIMD level and thread count, for the results file."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
-        flags = re.search(r"flags\s*:\s*(.*)", info).group(1).split()
-        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    except (OSError, AttributeError):
-        model, simd = platform.machine(), "unknown"
-    return {"processor": f"{model} ({simd})", "cores": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:

@@ -8,6 +8,11 @@ import os
 # tests never reach a model hub (set before anything imports huggingface_hub, which reads it at import)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# encoder features cached by tests go to a private folder, never to the user's ~/.cache/distilvit/features
+if "DISTILVIT_FEATURE_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["DISTILVIT_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="distilvit-test-features-")
 
 import pytest
 from PIL import Image

@@ -251,3 +251,22 @@ def test_chat_template_layout(tiny_encoder, tiny_lm):
     batch = chat.training_batch(["a red circle"])
     real = batch["labels"][0][batch["labels"][0] != -100]
     assert tokenizer.convert_ids_to_tokens(real.tolist()) == ["a", "red", "circle", "</s>"]
+
+
+def test_frozen_encoder_stays_in_eval_mode_while_training(tiny_dirs, tiny_lm):
+    """A frozen batch-norm encoder must neither use batch statistics nor update its running statistics."""
+    model, processor = build(tiny_dirs("resnet"), tiny_lm)
+    stats = {k: v.clone() for k, v in model.vision_model.state_dict().items() if "running_" in k}
+    assert stats
+    with torch.no_grad():
+        evaluated = model.image_tokens(processor.pixel_values(images(2)))
+    model.train()
+    assert model.training and not model.vision_model.training
+    assert model.language_model.training  # LoRA dropout still active where it belongs
+    batch = processor.training_batch(["a red circle", "a cat"], images(2))
+    model(**batch).loss.backward()
+    for key, value in model.vision_model.state_dict().items():
+        if key in stats:
+            assert torch.equal(value, stats[key]), key
+    with torch.no_grad():
+        assert torch.equal(model.image_tokens(batch["pixel_values"]), evaluated)

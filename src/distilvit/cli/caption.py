@@ -15,8 +15,12 @@ def add_parser(subparsers) -> None:
         description="Print one caption per image (greedy decoding unless told otherwise).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints)")
+    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints); "
+                        "with --onnx, a bundle folder written by `distilvit export`")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument("--onnx", action="store_true",
+                        help="MODEL is an ONNX bundle: caption with onnxruntime, no torch (greedy or beam search; "
+                        "sampling, repetition controls and --ban are not available)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"image", "caption"} objects')
     parser.add_argument("--batch-size", type=int, default=8, help="images captioned together")
     add_generation_options(parser)
@@ -25,16 +29,39 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from distilvit.data import open_image
-    from distilvit.model import load_captioner
-    from distilvit.model.captioning import generate_captions
 
     generation = generation_kwargs(args)  # fail on bad options or images before loading the model
+    if args.onnx:
+        check_onnx_options(generation)
     images = [open_image(path) for path in args.images]
-    model, processor = load_captioner(args.model)
-    captions = generate_captions(model, processor, images, batch_size=args.batch_size, **generation)
+    if args.onnx:
+        from distilvit.export import OnnxCaptioner
+
+        options = {k: v for k, v in generation.items() if k in ONNX_OPTIONS}
+        captions = OnnxCaptioner(args.model).caption(images, batch_size=args.batch_size, **options)
+    else:
+        from distilvit.model import load_captioner
+        from distilvit.model.captioning import generate_captions
+
+        model, processor = load_captioner(args.model)
+        captions = generate_captions(model, processor, images, batch_size=args.batch_size, **generation)
     if args.json:
         print(json.dumps([{"image": p, "caption": c} for p, c in zip(args.images, captions)], indent=2))
     else:
         for path, caption in zip(args.images, captions):
             print(f"{path}\t{caption}" if len(args.images) > 1 else caption)
     return 0
+
+
+ONNX_OPTIONS = ("max_new_tokens", "num_beams", "length_penalty")
+
+
+def check_onnx_options(generation: dict) -> None:
+    """Bundles decode greedily or with beam search: reject the other decoding options clearly."""
+    from distilvit.errors import DistilViTError
+
+    unsupported = sorted(k for k, v in generation.items() if k not in ONNX_OPTIONS and v is not False)
+    if unsupported:
+        names = ", ".join("--" + ("ban" if k == "banned_words" else k.replace("_", "-")) for k in unsupported)
+        raise DistilViTError(f"{names} cannot be used with --onnx (bundles decode greedily or with beam search); "
+                             "caption with the PyTorch model folder instead.")

@@ -12,11 +12,12 @@ import warnings
 from distilvit import __version__
 from distilvit.errors import DistilViTError
 
-COMMANDS = ("train", "eval", "caption")
+COMMANDS = ("train", "eval", "caption", "cache", "serve", "gradio", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from distilvit.cli import caption, evaluate, train
+    from distilvit.cli import cache, caption, evaluate, export, serve, train
+    from distilvit.cli import gradio as gradio_cli
 
     parser = argparse.ArgumentParser(
         prog="distilvit",
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distilvit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, evaluate, caption):
+    for module in (train, evaluate, caption, cache, serve, gradio_cli, export):
         module.add_parser(subparsers)
     return parser
 

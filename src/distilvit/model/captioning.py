@@ -30,8 +30,8 @@ def banned_words_ids(processor: CaptionProcessor, words: Sequence[str]) -> list[
 
 @torch.no_grad()
 def generate_captions(
-    model: DistilViTForCaptioning,
-    processor: CaptionProcessor,
+    model: DistilViTForCaptioning,  # or an EncoderDecoderCaptioner
+    processor: CaptionProcessor,  # or an EncoderDecoderProcessor
     images: Sequence,
     *,
     batch_size: int = 8,
@@ -61,13 +61,9 @@ def generate_captions(
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
         chunk = images[start : start + batch_size]
-        inputs = processor.generation_inputs(len(chunk))
-        ids = model.generate(
-            pixel_values=processor.pixel_values(chunk).to(device),
-            input_ids=inputs["input_ids"].to(device),
-            attention_mask=inputs["attention_mask"].to(device),
-            generation_config=config,
-        )
+        # the prefix design's prompt ids and mask; nothing for the encoder-decoder design
+        inputs = {k: v.to(device) for k, v in processor.generation_inputs(len(chunk)).items()}
+        ids = model.generate(pixel_values=processor.pixel_values(chunk).to(device), generation_config=config, **inputs)
         captions.extend(processor.decode(ids))
     model.train(was_training)
     return captions

@@ -10,6 +10,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from distilvit.model.reduction import PREFIX_REDUCTIONS
+
 PROJECTION_TYPES = ("linear", "mlp")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 IMAGE_TOKEN = "<image>"
@@ -27,8 +29,10 @@ class DistilViTConfig(PretrainedConfig):
             (``last_hidden_state``), any other index selects ``hidden_states[index]``.
         vision_feature_select_strategy: ``"default"`` drops the encoder's CLS-like prefix tokens,
             ``"full"`` keeps them.
-        num_image_tokens: number of vision tokens per image after projection (filled in by the builder).
-        vision_feature_dim: width of the encoder features fed to the projection (filled in by the builder).
+        prefix_reduction: ``"none"``, ``"pool2"`` (2x2 average pooling) or ``"shuffle2"`` (2x2 pixel shuffle):
+            fewer image tokens for the LM, applied to the encoder features before the projection.
+        num_image_tokens: number of image tokens per image the LM reads, after reduction (filled in by the builder).
+        vision_feature_dim: width of the encoder's features, before reduction (filled in by the builder).
         image_token_id: id of the ``<image>`` placeholder in the tokenizer; its positions are replaced by
             the projected vision tokens. It may lie outside the LM's embedding table: it is never embedded.
         prompt: text that follows the image tokens and precedes the caption (may be empty).
@@ -52,6 +56,7 @@ class DistilViTConfig(PretrainedConfig):
     projection_layernorm: bool = True
     vision_feature_layer: int = -1
     vision_feature_select_strategy: str = "default"
+    prefix_reduction: str = "none"
     num_image_tokens: int = 0
     vision_feature_dim: int = 0
     image_token_id: int | None = None
@@ -71,6 +76,8 @@ class DistilViTConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
         if self.projection_type not in PROJECTION_TYPES:
             raise ValueError(f"projection_type must be one of {PROJECTION_TYPES}, got {self.projection_type!r}")
+        if self.prefix_reduction not in PREFIX_REDUCTIONS:
+            raise ValueError(f"prefix_reduction must be one of {PREFIX_REDUCTIONS}, got {self.prefix_reduction!r}")
         if self.vision_feature_select_strategy not in FEATURE_SELECT_STRATEGIES:
             raise ValueError(
                 f"vision_feature_select_strategy must be one of {FEATURE_SELECT_STRATEGIES}, "

@@ -21,6 +21,7 @@ from distilvit.model.lora import default_target_modules
 from distilvit.model.modeling import DistilViTForCaptioning
 from distilvit.model.presets import is_preset, preset_encoder
 from distilvit.model.processing import CaptionProcessor
+from distilvit.model.reduction import reduced_shape
 from distilvit.model.vision import build_vision_model, probe_vision_output, vision_config_of
 
 logger = logging.getLogger("distilvit.model")
@@ -35,9 +36,11 @@ class CaptionerSpec:
 
     encoder: str = "google/siglip-base-patch16-224"
     decoder: str = "HuggingFaceTB/SmolLM-135M"
+    architecture: str = "prefix"  # or "encoder-decoder" (model/encoder_decoder.py; uses encoder, decoder, max_length)
     projection_type: str = "linear"
     projection_layernorm: bool = True
     vision_feature_layer: int = -1
+    prefix_reduction: str = "none"
     prompt: str = ""
     chat_template: bool = False
     use_lora: bool = True
@@ -128,13 +131,20 @@ def _image_size(processor, vision_config) -> tuple[int, int]:
 
 def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, CaptionProcessor]:
     """A new captioner from a pretrained (or scratch) encoder and a pretrained LM; only new parts are random."""
+    if spec.architecture != "prefix":
+        from distilvit.model.encoder_decoder import ENCODER_DECODER, build_encoder_decoder_captioner
+
+        if spec.architecture != ENCODER_DECODER:
+            raise ModelError(f"unknown architecture {spec.architecture!r}; use prefix or {ENCODER_DECODER}.")
+        return build_encoder_decoder_captioner(spec)
     vision, image_processor, from_scratch = load_encoder(spec.encoder, spec.cache_dir)
     language_model, tokenizer = load_decoder(spec.decoder, spec.cache_dir)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    num_tokens, feature_dim = probe_vision_output(
+    raw_tokens, feature_dim = probe_vision_output(
         vision, _image_size(image_processor, vision.config), feature_layer=spec.vision_feature_layer
     )
+    num_tokens = reduced_shape(raw_tokens, feature_dim, spec.prefix_reduction)[0]
     text_config = language_model.config
     text_config.eos_token_id = tokenizer.eos_token_id
     text_config.pad_token_id = tokenizer.pad_token_id
@@ -145,6 +155,7 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
         projection_type=spec.projection_type,
         projection_layernorm=spec.projection_layernorm,
         vision_feature_layer=spec.vision_feature_layer,
+        prefix_reduction=spec.prefix_reduction,
         num_image_tokens=num_tokens,
         vision_feature_dim=feature_dim,
         prompt=spec.prompt,
@@ -175,6 +186,10 @@ def load_captioner(path: str | Path, *, dtype: torch.dtype = torch.float32):
     if not (path / "config.json").is_file():
         raise ModelError(f"{path} is not a model folder (no config.json). Pass the folder written by `distilvit train`.")
     config = AutoConfig.from_pretrained(path)
+    if config.model_type == "vision-encoder-decoder":  # --architecture encoder-decoder
+        from distilvit.model.encoder_decoder import load_encoder_decoder
+
+        return load_encoder_decoder(path, dtype=dtype)
     if not isinstance(config, DistilViTConfig):
         raise ModelError(f"{path} holds a {config.model_type!r} model, not a distilvit captioner.")
     model = DistilViTForCaptioning.from_pretrained(path, dtype=dtype)

@@ -16,6 +16,7 @@ from distilvit.model.configuration import DistilViTConfig
 from distilvit.model.embeddings import embed_with_images
 from distilvit.model.lora import add_lora, default_target_modules, lora_layers, merge_lora
 from distilvit.model.projection import VisionProjection
+from distilvit.model.reduction import reduce_tokens, reduced_shape
 from distilvit.model.vision import build_vision_model, extract_features, set_vision_trainable
 
 
@@ -39,6 +40,10 @@ class DistilViTPreTrainedModel(PreTrainedModel):
 
 
 class DistilViTForCaptioning(DistilViTPreTrainedModel):
+    #: training-loss logits: "caption" (only at labelled positions) or "full" (every position, as the
+    #: straightforward design does; same loss, slower). A run-time switch, not saved with the model.
+    loss_logits: str = "caption"
+
     """Image captioner (and, through ``<image>`` placeholders, an image-conditioned chat model).
 
     Build one from pretrained parts with :func:`distilvit.model.build_captioner`; reload a trained one
@@ -60,7 +65,7 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
             language_model if language_model is not None else AutoModelForCausalLM.from_config(config.text_config)
         )
         self.projection = VisionProjection(
-            config.vision_feature_dim,
+            self.projection_input_dim(config),
             config.text_config.hidden_size,
             kind=config.projection_type,
             layernorm=config.projection_layernorm,
@@ -82,6 +87,20 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
             self.vision_model, freeze=config.freeze_vision, unfreeze_last=config.unfreeze_vision_layers
         )
 
+    @staticmethod
+    def projection_input_dim(config: DistilViTConfig) -> int:
+        """Width of the (reduced) features the projection reads; ``shuffle2`` makes them 4x wider."""
+        return reduced_shape(4, config.vision_feature_dim, config.prefix_reduction)[1]  # width only
+
+    def train(self, mode: bool = True):
+        """Like ``nn.Module.train``, but a fully frozen encoder stays in eval mode: its dropout stays off and its
+        batch-norm layers keep using (and never update) their running statistics, so its features are the same
+        as at inference and as the feature cache's."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.vision_model.parameters()):
+            self.vision_model.eval()
+        return self
+
     # ----------------------------------------------------------------- image path
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` pixels -> ``(B, N_raw, D_v)`` encoder features (before any reduction)."""
@@ -94,7 +113,8 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
         )
 
     def project_features(self, features: torch.Tensor) -> torch.Tensor:
-        """``(B, N, D_v)`` encoder features -> ``(B, N, D)`` LM-space image tokens."""
+        """``(B, N_raw, D_v)`` encoder features -> ``(B, N, D)`` LM-space image tokens (after prefix reduction)."""
+        features = reduce_tokens(features, self.config.prefix_reduction)
         return self.projection(features.to(self.projection.layers[0].weight.dtype))
 
     def image_tokens(
@@ -145,7 +165,8 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
 
         Returns:
             With ``labels``: ``loss`` (mean over caption tokens) and ``logits`` of shape ``(L, V)`` for the
-            ``L`` labelled positions only (full-vocabulary logits elsewhere are never computed).
+            ``L`` labelled positions only (full-vocabulary logits elsewhere are never computed); with
+            ``model.loss_logits = "full"`` (for comparisons) logits ``(B, T - 1, V)`` at every position.
             Without ``labels``: ``logits`` of shape ``(B, T, V)``.
         """
         embeds = self.embed(input_ids, pixel_values, image_features)
@@ -156,10 +177,14 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
             inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
         targets = labels[:, 1:]
-        keep = targets != -100
-        logits = self._lm_head(hidden[:, :-1][keep])
         reduction = "mean" if num_items_in_batch is None else "sum"
-        loss = F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+        if self.loss_logits == "full":  # the straightforward way: (B, T, V) logits, padding ignored by the loss
+            logits = self._lm_head(hidden[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction=reduction)
+        else:
+            keep = targets != -100
+            logits = self._lm_head(hidden[:, :-1][keep])
+            loss = F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
         if num_items_in_batch is not None:
             loss = loss / num_items_in_batch
         return CausalLMOutputWithPast(loss=loss, logits=logits)

@@ -122,14 +122,15 @@ class CaptionProcessor:
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
     # ------------------------------------------------------------------ batches
-    def training_batch(self, captions: list[str], images=None) -> dict[str, torch.Tensor]:
+    def training_batch(self, captions: list[str], images=None, *, pad_to_max_length: bool = False) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids``, ``attention_mask``, ``labels`` (+ ``pixel_values`` if images given).
 
-        Padding goes to the longest row of the batch, never to ``max_length``.
+        Padding goes to the longest row of the batch (dynamic padding); ``pad_to_max_length`` pads every batch to
+        ``max_length`` caption tokens instead (the straightforward design, kept for comparisons).
         """
         prefix = self.prompt_ids()
         rows = [self.caption_ids(c) for c in captions]
-        width = len(prefix) + max(len(r) for r in rows)
+        width = len(prefix) + (self.max_length if pad_to_max_length else max(len(r) for r in rows))
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

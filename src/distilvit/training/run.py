@@ -16,6 +16,7 @@ from distilvit.data import load_caption_dataset
 from distilvit.errors import DistilViTError
 from distilvit.evaluation import plot_training_curves
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
+from distilvit.training import encoder_decoder
 from distilvit.training.collator import CaptionCollator
 from distilvit.training.trainer import CaptionEvalSet, CaptionTrainer, pick_device, pick_precision
 
@@ -41,6 +42,7 @@ class TrainOptions:
     projection_lr: float = 3e-4
     lora_lr: float = 1e-4
     vision_lr: float | None = None
+    learning_rate: float | None = None  # --architecture encoder-decoder only: one rate for all weights
     weight_decay: float = 0.01
     warmup_steps: float = 200
     eval_steps: int = 100
@@ -63,6 +65,17 @@ class TrainOptions:
     blind: bool = False
     merge_lora: bool = False
     num_workers: int = 0
+    # frozen-encoder feature cache (docs/feature-cache.md): None = on exactly when the encoder is frozen
+    cache_features: bool | None = None
+    feature_dtype: str = "fp16"
+    feature_cache_dir: str | None = None
+    # lean training step (each a switch with a measured default; see docs/speed.md)
+    loss_logits: str = "caption"
+    pad_to_max_length: bool = False
+    group_by_length: bool = True
+    torch_compile: bool = False
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
 
 
 @dataclass
@@ -104,6 +117,9 @@ def training_arguments(opts: TrainOptions, device: str, precision: str) -> Train
         push_to_hub=opts.push_to_hub,
         hub_model_id=opts.hub_model_id,
         disable_tqdm=False,
+        torch_compile=opts.torch_compile,
+        activation_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if opts.gradient_checkpointing else None,
     )
 
 
@@ -132,26 +148,59 @@ def build_or_load(opts: TrainOptions):
     return build_captioner(spec)
 
 
+def configure_step(model, opts: TrainOptions) -> None:
+    """Apply the training-step switches that live on the model (logits, attention backend)."""
+    if opts.loss_logits not in ("caption", "full"):
+        raise DistilViTError(f"unknown --loss-logits {opts.loss_logits!r}; use caption or full.")
+    model.loss_logits = opts.loss_logits
+    if opts.attn_implementation != "sdpa":
+        model.language_model.set_attn_implementation(opts.attn_implementation)
+
+
+def caption_lengths(dataset, processor) -> list[int]:
+    """Token length of each row's first caption (reads only the captions column; no image is decoded)."""
+    first = [captions[0] for captions in dataset["captions"]]
+    return [len(ids) for ids in processor.tokenizer(first, add_special_tokens=False).input_ids]
+
+
+def training_data(opts: TrainOptions, model, processor, device: str, train_set, validation_set):
+    """The train/validation data the Trainer reads: cached encoder features when caching is on, else images."""
+    from distilvit.features import cached_feature_sets, use_feature_cache
+
+    if not use_feature_cache(opts.cache_features, model):
+        return train_set, validation_set
+    return tuple(cached_feature_sets(model, processor, [train_set, validation_set], dtype=opts.feature_dtype,
+                                     cache_dir=opts.feature_cache_dir, device=device))
+
+
 def run_training(opts: TrainOptions) -> TrainResult:
     """Train a captioner end to end; returns where it was saved and its final validation metrics."""
     if opts.early_stopping_patience < 1:
         raise DistilViTError("--early-stopping-patience must be at least 1.")
+    is_encoder_decoder = encoder_decoder.check_architecture_options(opts) == encoder_decoder.ENCODER_DECODER
     set_seed(opts.seed)
     device = pick_device(opts.device)
     precision = pick_precision(opts.precision, device)
     train_set, validation_set = load_splits(opts)
     model, processor = build_or_load(opts)
-    model.config.ablate_image = opts.blind or model.config.ablate_image
+    if not is_encoder_decoder:  # prefix-architecture switches (the encoder-decoder trains its encoder: no cache)
+        model.config.ablate_image = opts.blind or model.config.ablate_image
+        configure_step(model, opts)
     model.train()  # from_pretrained returns eval mode; dropout and checkpointing need train mode
     logger.info("device %s, precision %s, %s trainable parameters", device, precision, _count_trainable(model))
+    train_data, eval_data = (
+        (train_set, validation_set) if is_encoder_decoder
+        else training_data(opts, model, processor, device, train_set, validation_set)
+    )
     trainer = CaptionTrainer(
         model=model,
         args=training_arguments(opts, device, precision),
-        train_dataset=train_set,
-        eval_dataset=validation_set,
-        data_collator=CaptionCollator(processor, train=True, seed=opts.seed),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=CaptionCollator(processor, train=True, seed=opts.seed, pad_to_max_length=opts.pad_to_max_length),
+        train_lengths=caption_lengths(train_set, processor) if opts.group_by_length else None,
         caption_processor=processor,
-        learning_rates={
+        learning_rates=encoder_decoder.learning_rates(opts) if is_encoder_decoder else {
             "projection_lr": opts.projection_lr,
             "lora_lr": opts.lora_lr,
             "vision_lr": opts.vision_lr if opts.vision_lr is not None else opts.projection_lr,

@@ -3,7 +3,8 @@
 * separate learning rates for the projection, the LoRA adapters and any unfrozen encoder layers;
 * caption metrics (BLEU, ROUGE-L, CIDEr, ...) from generated captions, computed inside the evaluation loop so
   that early stopping and best-checkpoint selection can use them;
-* the processor is saved into every checkpoint, so any checkpoint folder is a loadable model.
+* the processor is saved into every checkpoint, so any checkpoint folder is a loadable model;
+* optional length-grouped batches (``train_lengths``), so dynamic padding has little left to pad.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilvit.evaluation import compute_caption_metrics
 from distilvit.model.captioning import generate_captions
@@ -53,14 +55,24 @@ class CaptionEvalSet:
 
 class CaptionTrainer(Trainer):
     def __init__(self, *args, caption_processor, learning_rates: dict, caption_eval: CaptionEvalSet | None = None,
-                 generation: dict | None = None, debug: bool = False, **kwargs):
+                 generation: dict | None = None, debug: bool = False, train_lengths: list[int] | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.train_lengths = train_lengths
         self.caption_processor = caption_processor
         self.learning_rates = learning_rates
         self.caption_eval = caption_eval
         self.generation = generation or {}
         self.debug = debug
         self.add_callback(SaveProcessorCallback(caption_processor))
+
+    def _get_train_sampler(self, train_dataset=None):
+        """With ``train_lengths``: batches of similar caption length (less padding), shuffled in groups."""
+        if self.train_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=self.train_lengths
+        )
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:

@@ -1,0 +1,35 @@
+"""``distilvit export MODEL --out DIR``: write an ONNX bundle (``docs/export.md``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    from distilvit.export.manifest import DEFAULT_QUANTIZE, QUANTIZE_OPTIONS
+
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained model to ONNX (runs with onnxruntime, no torch)",
+        description="Write an ONNX bundle: vision encoder + projection, token embeddings, the LM (LoRA merged) "
+        "with a KV cache, tokenizer files and manifest.json. Caption with it via `distilvit caption --onnx DIR`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="bundle folder to write (new, empty, or an older bundle, which is replaced)")
+    parser.add_argument("--quantize", choices=QUANTIZE_OPTIONS, default=DEFAULT_QUANTIZE,
+                        help="weight storage: none (fp32), fp16 (half-size weights, fp32 compute), int8 or int4 "
+                        "(per-part recipes measured to keep captions; see docs/export.md)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from distilvit.export import export_bundle
+
+    manifest = export_bundle(args.model, args.out, quantize=args.quantize)
+    sizes, kinds = manifest["sizes_mb"], manifest["quantization"]
+    for part, kind in kinds.items():
+        print(f"{part:<13} {kind:<5} {sizes[part]:>8.1f} MB")
+    print(f"{'total':<19} {sizes['total']:>8.1f} MB  -> {args.out}")
+    return 0

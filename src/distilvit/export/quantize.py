@@ -1,0 +1,202 @@
+"""Shrinking the exported fp32 graphs, part by part. Recipes per ``--quantize`` option: :data:`RECIPES`;
+the measurements behind them: ``docs/export.md``.
+
+Methods:
+
+* ``fp32``: unchanged.
+* ``fp16``: weights stored as float16 with a ``Cast`` back to float32 in front of their users; onnxruntime
+  folds the casts when it loads the graph, so compute stays float32 and only the file halves.
+* ``dynamic-int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantised on
+  the fly).
+* ``affine``: weight-only block-wise quantisation with a float offset per block (:mod:`.nbits`), run by
+  onnxruntime's ``MatMulNBits`` with float32 activations. In the decoder the output head gets ``head``
+  (``symmetric8``) and the embedding table of ``embed_tokens`` is ``symmetric8`` too.
+
+In the decoder, LoRA adapters stay *unmerged* for ``affine`` recipes: the adapters' change to a weight
+is a few percent of one 4-bit step, so merging then quantising rounds the fine-tuning away (measured: 25%
+of captions kept). The base weights are quantised and each adapter runs as a small side branch
+(``x @ A @ B``, stored as ``lora``: fp32 or fp16).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from distilvit.export.nbits import GraphEditor
+
+
+@dataclass(frozen=True)
+class PartRecipe:
+    """How one graph is stored (decoder-only fields: ``head``, ``lora``)."""
+
+    method: str = "fp32"  # fp32 | fp16 | dynamic-int8 | affine | symmetric8
+    bits: int | None = None
+    block_size: int | None = None
+    head: str | None = None  # decoder output head: symmetric8 (None: as the body)
+    lora: str | None = None  # unmerged LoRA side branches: fp32 | fp16
+
+    @property
+    def merge_lora(self) -> bool:
+        """Fold LoRA into the weights before export (float recipes) or keep it as side branches."""
+        return self.lora is None
+
+    @property
+    def label(self) -> str:
+        """Short name for ``manifest["quantization"]``: ``fp32``, ``fp16``, ``int8``, ``int4``."""
+        named = {"fp32": "fp32", "fp16": "fp16", "dynamic-int8": "int8", "symmetric8": "int8"}
+        return named.get(self.method, f"int{self.bits}")
+
+    def detail(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+FP32, FP16 = PartRecipe(), PartRecipe("fp16")
+TABLE8 = PartRecipe("symmetric8", bits=8, block_size=32)
+RECIPES: dict[str, dict[str, PartRecipe]] = {
+    "none": {"vision": FP32, "embed_tokens": FP32, "decoder": FP32},
+    "fp16": {"vision": FP16, "embed_tokens": FP16, "decoder": FP16},
+    "int8": {
+        "vision": PartRecipe("dynamic-int8"),
+        "embed_tokens": TABLE8,
+        "decoder": PartRecipe("affine", bits=8, block_size=32, head="symmetric8", lora="fp32"),
+    },
+    "int4": {  # the default
+        "vision": PartRecipe("affine", bits=4, block_size=32),
+        "embed_tokens": TABLE8,
+        "decoder": PartRecipe("affine", bits=4, block_size=32, head="symmetric8", lora="fp16"),
+    },
+}
+
+
+@contextmanager
+def _quiet_quantizer():
+    """The onnxruntime quantizers log one INFO line per node, some through the root logger: mute them."""
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def weights_to_fp16(model: onnx.ModelProto, names: set[str] | None = None, min_elements: int = 1024) -> onnx.ModelProto:
+    """Store float32 initializers (``names``, default: all of at least ``min_elements`` values) as float16 +
+    a ``Cast`` back to float32."""
+    graph = model.graph
+    casts, kept = [], []
+    for tensor in graph.initializer:
+        chosen = tensor.name in names if names is not None else int(np.prod(tensor.dims)) >= min_elements
+        if tensor.data_type != onnx.TensorProto.FLOAT or not chosen:
+            kept.append(tensor)
+            continue
+        half = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name + "_fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [tensor.name], to=onnx.TensorProto.FLOAT,
+                                      name=tensor.name + "_cast"))
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return model
+
+
+def _weighted_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    constants = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return [n for n in model.graph.node if n.op_type == "MatMul" and len(constants.get(n.input[1], ())) == 2]
+
+
+def decoder_groups(model: onnx.ModelProto, vocab_size: int) -> dict[str, list[onnx.NodeProto]]:
+    """The decoder's weighted ``MatMul`` nodes as ``{"head": [...], "lora": [...], "body": [...]}``.
+
+    ``head``: weight with ``vocab_size`` outputs. ``lora``: adapter matmuls, i.e. nodes inside a module that
+    also holds a ``base_layer`` node (peft's wrapped layers keep their scope names in the export).
+    """
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    nodes = _weighted_matmuls(model)
+    wrapped = {n.name.split("/base_layer/")[0] + "/" for n in nodes if "/base_layer/" in n.name}
+    groups: dict[str, list] = {"head": [], "lora": [], "body": []}
+    for node in nodes:
+        if shapes[node.input[1]][-1] == vocab_size:
+            groups["head"].append(node)
+        elif "/base_layer/" not in node.name and any(node.name.startswith(p) for p in wrapped):
+            groups["lora"].append(node)
+        else:
+            groups["body"].append(node)
+    return groups
+
+
+def _quantizable(shapes: dict, node: onnx.NodeProto, block: int) -> bool:
+    inputs = shapes[node.input[1]][0]
+    return inputs % block == 0
+
+
+def affine_quantize(model: onnx.ModelProto, nodes: list[onnx.NodeProto], recipe: PartRecipe,
+                    head: list[onnx.NodeProto] = ()) -> onnx.ModelProto:
+    """``nodes`` -> ``affine`` codes, ``head`` -> ``symmetric8`` (weights whose input size is no multiple
+    of the block size stay float32)."""
+    editor = GraphEditor(model)
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in nodes:
+        if _quantizable(shapes, node, recipe.block_size):
+            editor.affine_matmul(node, recipe.bits, recipe.block_size)
+    for node in head:
+        if _quantizable(shapes, node, recipe.block_size):
+            editor.symmetric8_matmul(node, recipe.block_size)
+    return editor.finish()
+
+
+def dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``quantize_dynamic`` with int8 weights (``MatMul``/``Gemm`` -> integer kernels)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_quantizer():
+        out = Path(tmp) / "q.onnx"
+        quantize_dynamic(model, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        return onnx.load(str(out))
+
+
+def quantize_decoder(model: onnx.ModelProto, recipe: PartRecipe, vocab_size: int) -> onnx.ModelProto:
+    """Body ``affine``, head ``symmetric8``, unmerged LoRA branches kept at ``lora`` precision."""
+    groups = decoder_groups(model, vocab_size)
+    lora_weights = {n.input[1] for n in groups["lora"]}
+    head = groups["head"] if recipe.head == "symmetric8" else []
+    body = groups["body"] + ([] if head else groups["head"])
+    model = affine_quantize(model, body, recipe, head)
+    if recipe.lora == "fp16" and lora_weights:
+        model = weights_to_fp16(model, names=lora_weights)
+    return model
+
+
+def apply_recipe(model: onnx.ModelProto, recipe: PartRecipe, part: str, *, vocab_size: int | None = None
+                 ) -> onnx.ModelProto:
+    """Return graph ``part`` (``vision``/``embed_tokens``/``decoder``) stored as ``recipe`` says."""
+    if recipe.method == "fp32":
+        return model
+    if recipe.method == "fp16":
+        return weights_to_fp16(model)
+    if recipe.method == "dynamic-int8":
+        return dynamic_int8(model)
+    if recipe.method == "symmetric8" and part == "embed_tokens":
+        editor = GraphEditor(model)
+        tables = {t.name for t in model.graph.initializer if len(t.dims) == 2}
+        for node in model.graph.node:
+            if node.op_type == "Gather" and node.input[0] in tables:
+                editor.symmetric8_gather(node, recipe.block_size)
+        return editor.finish()
+    if recipe.method != "affine":
+        raise ValueError(f"quantisation method {recipe.method!r} does not apply to {part}")
+    if part == "decoder":
+        return quantize_decoder(model, recipe, vocab_size)
+    return affine_quantize(model, _weighted_matmuls(model), recipe)

@@ -1,0 +1,122 @@
+"""Captioning backends for the server and the Gradio app: one interface over PyTorch and ONNX models.
+
+:func:`load_backend` picks the backend from what a folder holds:
+
+* ``manifest.json`` -> :class:`OnnxBackend`: ``distilvit.export.OnnxCaptioner`` (onnxruntime, no torch at
+  inference), which checks that it is a ``"distilvit-onnx"`` bundle (``docs/export.md``);
+* ``config.json`` of a distilvit captioner -> :class:`TorchBackend` (``load_captioner`` + ``generate_captions``).
+
+Both have ``caption(images) -> list[str]`` (PIL RGB images in, one caption per image, same order) and
+``describe() -> dict`` (what is being served, for ``GET /health`` and the Gradio page).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from distilvit.errors import ModelError
+
+
+class CaptionBackend(Protocol):
+    """What the server needs from a model."""
+
+    def caption(self, images: Sequence) -> list[str]:
+        """One caption per PIL image, in order."""
+
+    def describe(self) -> dict:
+        """JSON-serialisable facts about the model being served."""
+
+
+class TorchBackend:
+    """A trained distilvit model folder run with PyTorch (greedy or beam search)."""
+
+    def __init__(self, path: str | Path, *, max_new_tokens: int | None = None, num_beams: int = 1):
+        from distilvit.model import load_captioner
+
+        self.path = Path(path)
+        self.model, self.processor = load_captioner(self.path)
+        self.generation = {"num_beams": num_beams}
+        if max_new_tokens is not None:
+            self.generation["max_new_tokens"] = max_new_tokens
+        self._lock = threading.Lock()  # generate() is not re-entrant on one model
+
+    def caption(self, images: Sequence) -> list[str]:
+        """Caption ``images`` (PIL, any size) in one batch; returns ``len(images)`` strings."""
+        from distilvit.model.captioning import generate_captions
+
+        if not images:
+            return []
+        with self._lock:
+            return generate_captions(
+                self.model, self.processor, list(images), batch_size=len(images), **self.generation
+            )
+
+    def describe(self) -> dict:
+        return {
+            "backend": "pytorch",
+            "path": str(self.path),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "generation": dict(self.generation),
+        }
+
+
+class OnnxBackend:
+    """An exported ONNX bundle (``distilvit export``) run with onnxruntime."""
+
+    def __init__(self, path: str | Path, *, max_new_tokens: int | None = None, num_beams: int = 1):
+        try:
+            from distilvit.export import OnnxCaptioner
+        except ImportError as err:
+            raise ModelError(
+                f"cannot run the ONNX bundle {path}: {err}. Install onnxruntime (`pip install onnxruntime`)."
+            ) from err
+        self.path = Path(path)
+        self.captioner = OnnxCaptioner(self.path)  # checks the manifest and files (BundleError, a ModelError)
+        self.manifest = self.captioner.manifest
+        self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
+        self._lock = threading.Lock()
+
+    def caption(self, images: Sequence) -> list[str]:
+        """Caption ``images`` (PIL, any size) in one batch; returns ``len(images)`` strings."""
+        if not images:
+            return []
+        with self._lock:
+            return self.captioner.caption(
+                list(images), num_beams=self.num_beams, max_new_tokens=self.max_new_tokens, batch_size=len(images)
+            )
+
+    def describe(self) -> dict:
+        return {
+            "backend": "onnx",
+            "path": str(self.path),
+            "quantization": self.manifest.get("quantization"),
+            "size_mb": (self.manifest.get("sizes_mb") or {}).get("total"),
+            "source_model": self.manifest.get("source_model"),
+            "generation": {"num_beams": self.num_beams, "max_new_tokens": self.max_new_tokens},
+        }
+
+
+def load_backend(path: str | Path, *, max_new_tokens: int | None = None, num_beams: int = 1) -> CaptionBackend:
+    """The backend for ``path``: an ONNX bundle folder or a distilvit model folder (see the module docstring).
+
+    Raises :class:`ModelError` for a missing path, a file, or a folder that is neither.
+    """
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelError(f"{folder} does not exist. Pass a model folder (`distilvit train`) or an ONNX bundle "
+                         "folder (`distilvit export`).")
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is a file; pass the model folder (`distilvit train`) or the ONNX bundle "
+                         "folder (`distilvit export`) that holds it.")
+    if (folder / "manifest.json").is_file():
+        return OnnxBackend(folder, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    if (folder / "config.json").is_file():
+        return TorchBackend(folder, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    raise ModelError(
+        f"{folder} is neither a distilvit model folder (no config.json) nor an ONNX bundle (no manifest.json). "
+        "Pass the folder written by `distilvit train` or `distilvit export`."
+    )

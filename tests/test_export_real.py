@@ -1,0 +1,51 @@
+"""The default int4 bundle of a captioner with the real SmolLM2-135M (GGUF Q4_1 layers, Q8_0 embedding table)
+reproduces the LM: its 4-bit/8-bit block formats fit the GGUF grids exactly and the LoRA adapters run beside
+them. Marked slow: one export of the 135M LM (about a minute)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import perturb_lora
+
+from distilvit.export import OnnxCaptioner, export_bundle
+from distilvit.model import CaptionerSpec, build_captioner
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    pytest.importorskip("gguf")
+    torch.manual_seed(0)
+    model, processor = build_captioner(CaptionerSpec(encoder="scratch:resnet-tiny", decoder="smollm2-gguf"))
+    perturb_lora(model, std=0.002)  # adapter deltas of a trained model's size: a few % of one 4-bit step
+    folder = tmp_path_factory.mktemp("real")
+    model.save_pretrained(folder / "model")
+    processor.save_pretrained(folder / "model")
+    export_bundle(folder / "model", folder / "bundle", progress=False)  # the default, int4
+    return model.eval(), processor, OnnxCaptioner(folder / "bundle")
+
+
+def test_int4_bundle_reproduces_the_real_lm(exported):
+    model, processor, captioner = exported
+    assert captioner.manifest["quantization"] == {"vision": "int4", "embed_tokens": "int8", "decoder": "int4"}
+    ids = processor.tokenizer(["A photo of a dog on a beach"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        table = model.language_model.get_input_embeddings()(ids).numpy()
+        embeds = torch.randn(1, 12, table.shape[-1]) * float(table.std())
+        embeds[:, -ids.shape[1] :] = torch.from_numpy(table)
+        logits = model.language_model(inputs_embeds=embeds).logits[:, -1].numpy()
+    np.testing.assert_allclose(captioner.embed(ids.numpy()), table, rtol=0, atol=1e-6)  # Q8_0, exactly
+    onnx_logits, _ = captioner.decoder.prefill(embeds.numpy())
+    assert np.abs(onnx_logits - logits).max() < 1e-2 * np.abs(logits).max()
+    assert onnx_logits.argmax() == logits.argmax()
+
+
+def test_int4_bundle_captions(exported):
+    _, _, captioner = exported
+    captions = captioner.caption([Image.new("RGB", (96, 96), (200, 30, 30))], max_new_tokens=5)
+    assert len(captions) == 1 and isinstance(captions[0], str)
+    assert captioner.manifest["sizes_mb"]["total"] < 200
