@@ -72,10 +72,10 @@ def markdown(results: dict) -> str:
     host, runs = results["machine"], results["onnx"]
     lines = [
         f"# ONNX bundles vs PyTorch ({results['count']} held-out shapes test images, greedy captions)\n",
-        f"Model: `{results['model']}`. Machine: {host['processor']}, {host['cores']} threads, torch {host['torch']}, "
-        f"onnxruntime {host['onnxruntime']}.\n",
-        f"PyTorch: CIDEr {results['pytorch']['cider']:.4f}, BLEU-4 {results['pytorch']['bleu_4']:.4f}. "
-        f"fp32 ONNX greedy captions identical to PyTorch: {results['fp32_identical_to_pytorch']:.1%}.\n",
+        (f"Model: `{results['model']}`. Machine: {host['processor']}, {host['cores']} threads, torch {host['torch']}, "
+         f"onnxruntime {host['onnxruntime']}.\n"),
+        (f"PyTorch: CIDEr {results['pytorch']['cider']:.4f}, BLEU-4 {results['pytorch']['bleu_4']:.4f}. "
+         f"fp32 ONNX greedy captions identical to PyTorch: {results['fp32_identical_to_pytorch']:.1%}.\n"),
         "| --quantize | vision | embed_tokens | decoder | total MB | same caption as fp32 ONNX | CIDEr | CIDEr vs fp32 |",
         "|---|---|---|---|---|---|---|---|",
     ]

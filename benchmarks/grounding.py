@@ -39,6 +39,12 @@ def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:
     return work / name / "model", time.perf_counter() - start
 
 
+def logged_train_seconds(model: Path) -> float:
+    """Training time recorded by ``distilvit train`` in the model's training_log.json."""
+    log = json.loads((model / "training_log.json").read_text())
+    return next(float(e["train_runtime"]) for e in reversed(log["log_history"]) if "train_runtime" in e)
+
+
 def constant_guess() -> dict:
     """Predict the most frequent training caption for every test image."""
     train = load_caption_dataset(["shapes"], "train")
@@ -54,12 +60,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
     parser.add_argument("--work", default="/tmp/distilvit-grounding", help="scratch folder for models and reports")
+    parser.add_argument("--seeing-model", default=None,
+                        help="reuse a model already trained with the recipe (e.g. make demo's demo-output/model) "
+                        "instead of training the seeing model again")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"recipe": shlex.split(RECIPE.read_text(), comments=True), "machine": machine()}
     for name, extra in (("seeing", []), ("blind", ["--blind"])):
-        model, seconds = train(work, name, extra)
+        if name == "seeing" and args.seeing_model:
+            model, seconds = Path(args.seeing_model), logged_train_seconds(Path(args.seeing_model))
+        else:
+            model, seconds = train(work, name, extra)
         metrics = evaluate_model(str(model), ["shapes"], split="test", out_dir=work / name / "report",
                                  use_meteor=False)
         results[name] = {"train_seconds": round(seconds, 1), **{k: round(metrics[k], 4) for k in KEYS}}

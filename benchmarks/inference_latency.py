@@ -105,12 +105,11 @@ def distilvit_systems(work: Path, quick: bool, tokens: int, threads: int) -> tup
 
 def baseline_system(quick: bool, tokens: int):
     """The cross-attention baseline: ViT-base encoder + DistilGPT2-size decoder, random init, ``generate``."""
-    from transformers import GPT2Config, ViTConfig
+    from transformers import AutoTokenizer, GPT2Config, ViTConfig
 
     from distilvit.model.encoder_decoder import build_encoder_decoder
     from distilvit.model.gguf import convert_gguf
     from distilvit.model.presets import preset_encoder
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(convert_gguf("smollm2-gguf"))  # ids fit GPT-2's 50257 rows
     if quick:
@@ -138,8 +137,8 @@ def markdown(results: dict) -> str:
     host = results["machine"]
     lines = [
         f"# Captioning latency per image (batch 1, greedy, {results['tokens']} new tokens)\n",
-        f"Machine: {host['processor']}, {results['threads']} threads, torch {host['torch']}, onnxruntime "
-        f"{host['onnxruntime']}; load average before the run {results['load_average_before']}.\n",
+        (f"Machine: {host['processor']}, {results['threads']} threads, torch {host['torch']}, onnxruntime "
+         f"{host['onnxruntime']}; load average before the run {results['load_average_before']}.\n"),
         "| system | median ms | mean ms | p90 ms | vs PyTorch eager |", "|---|---|---|---|---|",
     ]
     eager = results["latency"]["distilvit, PyTorch eager"]["median_ms"]

@@ -1,5 +1,5 @@
 """ONNX export (`distilvit export`) and the torch-free `OnnxCaptioner`: parity with PyTorch, quantised
-bundles, beam search, no torch at inference, clear errors. Tiny random models; a few seconds in all."""
+bundles, beam search, no torch at inference, clear errors. Tiny random models; about 20 s in all."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from PIL import Image
 from tiny_models import perturb_lora
 
 from distilvit.cli.main import main
+from distilvit.errors import DistilViTError
 from distilvit.export import BundleError, OnnxCaptioner, export_bundle, read_manifest
 from distilvit.export.preprocess import preprocess
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
@@ -131,6 +132,27 @@ def test_beam_search_matches_pytorch(bundles, torch_model, num_beams):
     got = OnnxCaptioner(bundles("none")).caption(pictures, num_beams=num_beams, max_new_tokens=MAX_NEW)
     assert got == expected
     assert got != OnnxCaptioner(bundles("none")).caption(pictures, max_new_tokens=MAX_NEW)  # beams did something
+
+
+@pytest.mark.parametrize("lm", ["gpt2", "opt", "qwen2"])
+def test_other_lm_kinds_export_and_match_pytorch(tmp_path, tiny_dirs, tiny_encoder, lm):
+    torch.manual_seed(0)
+    model, processor = build_captioner(CaptionerSpec(encoder=str(tiny_encoder), decoder=str(tiny_dirs(lm))))
+    perturb_lora(model, std=0.05)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    export_bundle(tmp_path / "model", tmp_path / "bundle", quantize="none", progress=False)
+    expected = generate_captions(model.eval(), processor, images(4), max_new_tokens=MAX_NEW)
+    assert OnnxCaptioner(tmp_path / "bundle").caption(images(4), max_new_tokens=MAX_NEW) == expected
+
+
+def test_bad_decoding_arguments_are_clear_errors(bundles):
+    captioner = OnnxCaptioner(bundles("none"))
+    for bad in ({"num_beams": 0}, {"batch_size": 0}, {"max_new_tokens": 0}):
+        with pytest.raises(DistilViTError, match=next(iter(bad))):
+            captioner.caption(images(1), **bad)
+    with pytest.raises(DistilViTError, match="PIL image"):
+        captioner.caption(["not an image"])
 
 
 def test_min_new_tokens_forces_the_length(bundles):

@@ -13,7 +13,13 @@ from distilvit import __version__
 from distilvit.errors import ModelError
 from distilvit.export import graphs
 from distilvit.export.manifest import (
-    FORMAT, FORMAT_VERSION, MANIFEST, PARTS, QUANTIZE_OPTIONS, part_sizes_mb, write_manifest,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PARTS,
+    QUANTIZE_OPTIONS,
+    part_sizes_mb,
+    write_manifest,
 )
 from distilvit.export.preprocess import RESAMPLE_NAMES
 from distilvit.export.quantize import RECIPES, apply_recipe

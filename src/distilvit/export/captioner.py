@@ -17,12 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from tokenizers import Tokenizer
 
 from distilvit.errors import DistilViTError
 from distilvit.export.manifest import PARTS, TOKENIZER, BundleError, read_manifest
 from distilvit.export.preprocess import preprocess
 from distilvit.export.search import beam_search, greedy_search
+
+# what onnxruntime raises for a graph file it cannot read or run
+UNREADABLE = (ort_errors.Fail, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf, ort_errors.InvalidArgument,
+              ort_errors.NoSuchFile, ort_errors.NotImplemented, ort_errors.RuntimeException)
 
 
 def _session(path: Path, threads: int | None) -> ort.InferenceSession:
@@ -33,7 +38,7 @@ def _session(path: Path, threads: int | None) -> ort.InferenceSession:
         options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
+    except UNREADABLE as err:
         raise BundleError(f"cannot load {path}: {str(err).splitlines()[0]}. The file is corrupt; re-export the model.") from None
 
 
@@ -127,7 +132,7 @@ class OnnxCaptioner:
         length_penalty: float = 1.0,
     ) -> list[list[int]]:
         """Caption token ids (EOS dropped) for ``(B, 3, H, W)`` pixel values."""
-        max_new = max_new_tokens or self.manifest["generation"]["max_new_tokens"]
+        max_new = max_new_tokens if max_new_tokens is not None else self.manifest["generation"]["max_new_tokens"]
         embeds = self.prompt_embeds(pixel_values)
         eos = self.manifest["eos_token_ids"]
         if num_beams == 1:
@@ -154,8 +159,9 @@ class OnnxCaptioner:
         min_new_tokens: int = 0,
         progress: bool = False,
     ) -> list[str]:
-        """One caption per PIL image (greedy with ``num_beams=1``, else beam search)."""
-        _check_positive(num_beams=num_beams, batch_size=batch_size, max_new_tokens=max_new_tokens or 1)
+        """One caption per PIL image (greedy with ``num_beams=1``, else beam search; ``min_new_tokens``: greedy only)."""
+        _check_positive(num_beams=num_beams, batch_size=batch_size,
+                        **({"max_new_tokens": max_new_tokens} if max_new_tokens is not None else {}))
         from tqdm.auto import tqdm
 
         images = list(images)

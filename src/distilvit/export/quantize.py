@@ -6,25 +6,19 @@ Methods:
 * ``fp32``: unchanged.
 * ``fp16``: weights stored as float16 with a ``Cast`` back to float32 in front of their users; onnxruntime
   folds the casts when it loads the graph, so compute stays float32 and only the file halves.
-* ``dynamic-int8``: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, activations quantised on
-  the fly).
 * ``affine``: weight-only block-wise quantisation with a float offset per block (:mod:`.nbits`), run by
   onnxruntime's ``MatMulNBits`` with float32 activations. In the decoder the output head gets ``head``
   (``symmetric8``) and the embedding table of ``embed_tokens`` is ``symmetric8`` too.
 
 In the decoder, LoRA adapters stay *unmerged* for ``affine`` recipes: the adapters' change to a weight
-is a few percent of one 4-bit step, so merging then quantising rounds the fine-tuning away (measured: 25%
-of captions kept). The base weights are quantised and each adapter runs as a small side branch
+is a few percent of one 4-bit step, so merging then quantising rounds the fine-tuning away (measured: 54%
+of the demo model's captions kept). The base weights are quantised and each adapter runs as a small side branch
 (``x @ A @ B``, stored as ``lora``: fp32 or fp16).
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -37,7 +31,7 @@ from distilvit.export.nbits import GraphEditor
 class PartRecipe:
     """How one graph is stored (decoder-only fields: ``head``, ``lora``)."""
 
-    method: str = "fp32"  # fp32 | fp16 | dynamic-int8 | affine | symmetric8
+    method: str = "fp32"  # fp32 | fp16 | affine | symmetric8
     bits: int | None = None
     block_size: int | None = None
     head: str | None = None  # decoder output head: symmetric8 (None: as the body)
@@ -51,7 +45,7 @@ class PartRecipe:
     @property
     def label(self) -> str:
         """Short name for ``manifest["quantization"]``: ``fp32``, ``fp16``, ``int8``, ``int4``."""
-        named = {"fp32": "fp32", "fp16": "fp16", "dynamic-int8": "int8", "symmetric8": "int8"}
+        named = {"fp32": "fp32", "fp16": "fp16", "symmetric8": "int8"}
         return named.get(self.method, f"int{self.bits}")
 
     def detail(self) -> dict:
@@ -64,7 +58,7 @@ RECIPES: dict[str, dict[str, PartRecipe]] = {
     "none": {"vision": FP32, "embed_tokens": FP32, "decoder": FP32},
     "fp16": {"vision": FP16, "embed_tokens": FP16, "decoder": FP16},
     "int8": {
-        "vision": PartRecipe("dynamic-int8"),
+        "vision": PartRecipe("affine", bits=8, block_size=32),
         "embed_tokens": TABLE8,
         "decoder": PartRecipe("affine", bits=8, block_size=32, head="symmetric8", lora="fp32"),
     },
@@ -74,20 +68,6 @@ RECIPES: dict[str, dict[str, PartRecipe]] = {
         "decoder": PartRecipe("affine", bits=4, block_size=32, head="symmetric8", lora="fp16"),
     },
 }
-
-
-@contextmanager
-def _quiet_quantizer():
-    """The onnxruntime quantizers log one INFO line per node, some through the root logger: mute them."""
-    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 def weights_to_fp16(model: onnx.ModelProto, names: set[str] | None = None, min_elements: int = 1024) -> onnx.ModelProto:
@@ -157,16 +137,6 @@ def affine_quantize(model: onnx.ModelProto, nodes: list[onnx.NodeProto], recipe:
     return editor.finish()
 
 
-def dynamic_int8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``quantize_dynamic`` with int8 weights (``MatMul``/``Gemm`` -> integer kernels)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_quantizer():
-        out = Path(tmp) / "q.onnx"
-        quantize_dynamic(model, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-        return onnx.load(str(out))
-
-
 def quantize_decoder(model: onnx.ModelProto, recipe: PartRecipe, vocab_size: int) -> onnx.ModelProto:
     """Body ``affine``, head ``symmetric8``, unmerged LoRA branches kept at ``lora`` precision."""
     groups = decoder_groups(model, vocab_size)
@@ -186,8 +156,6 @@ def apply_recipe(model: onnx.ModelProto, recipe: PartRecipe, part: str, *, vocab
         return model
     if recipe.method == "fp16":
         return weights_to_fp16(model)
-    if recipe.method == "dynamic-int8":
-        return dynamic_int8(model)
     if recipe.method == "symmetric8" and part == "embed_tokens":
         editor = GraphEditor(model)
         tables = {t.name for t in model.graph.initializer if len(t.dims) == 2}

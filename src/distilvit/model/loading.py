@@ -21,7 +21,7 @@ from distilvit.model.lora import default_target_modules
 from distilvit.model.modeling import DistilViTForCaptioning
 from distilvit.model.presets import is_preset, preset_encoder
 from distilvit.model.processing import CaptionProcessor
-from distilvit.model.reduction import reduced_shape
+from distilvit.model.reduction import DEFAULT_PREFIX_REDUCTION, reduced_shape
 from distilvit.model.vision import build_vision_model, probe_vision_output, vision_config_of
 
 logger = logging.getLogger("distilvit.model")
@@ -40,7 +40,7 @@ class CaptionerSpec:
     projection_type: str = "linear"
     projection_layernorm: bool = True
     vision_feature_layer: int = -1
-    prefix_reduction: str = "none"
+    prefix_reduction: str = DEFAULT_PREFIX_REDUCTION
     prompt: str = ""
     chat_template: bool = False
     use_lora: bool = True
