@@ -22,7 +22,7 @@ from distilvit.errors import ModelError
 
 PREFIX_REDUCTIONS = ("none", "pool2", "shuffle2", "pool4")
 #: what ``distilvit train`` uses unless told otherwise (chosen by measurement: docs/speed.md)
-DEFAULT_PREFIX_REDUCTION = "pool2"
+DEFAULT_PREFIX_REDUCTION = "shuffle2"
 
 
 def grid_side(num_tokens: int) -> int:
