@@ -72,8 +72,8 @@ def markdown(results: dict) -> str:
     host, runs = results["machine"], results["onnx"]
     lines = [
         f"# ONNX bundles vs PyTorch ({results['count']} held-out shapes test images, greedy captions)\n",
-        (f"Model: `{results['model']}`. Machine: {host['processor']}, {host['cores']} threads, torch {host['torch']}, "
-         f"onnxruntime {host['onnxruntime']}.\n"),
+        (f"Model: `{results['model']}`. Machine: {host['processor']}, torch {host['torch']} ({host['cores']} threads), "
+         f"onnxruntime {host['onnxruntime']} (its default threads). Agreement and CIDEr do not depend on threads.\n"),
         (f"PyTorch: CIDEr {results['pytorch']['cider']:.4f}, BLEU-4 {results['pytorch']['bleu_4']:.4f}. "
          f"fp32 ONNX greedy captions identical to PyTorch: {results['fp32_identical_to_pytorch']:.1%}.\n"),
         "| --quantize | vision | embed_tokens | decoder | total MB | same caption as fp32 ONNX | CIDEr | CIDEr vs fp32 |",
