@@ -1,10 +1,10 @@
-"""Helpers shared by the benchmark scripts: what machine a result came from, and peak memory."""
+"""Helpers shared by the benchmark scripts: what machine a result came from, memory, training logs."""
 
 from __future__ import annotations
 
+import json
 import platform
 import re
-import resource
 from pathlib import Path
 
 import torch
@@ -27,6 +27,20 @@ def machine() -> dict:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def rss_mb(field: str = "VmHWM") -> float:
+    """``VmHWM`` (peak) or ``VmRSS`` (current) resident memory of this process, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process, so the next phase gets its own peak."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def logged_train_seconds(model_dir: Path) -> float:
+    """Training time recorded by ``distilvit train`` in a saved model's training_log.json."""
+    log = json.loads((Path(model_dir) / "training_log.json").read_text())
+    return next(float(e["train_runtime"]) for e in reversed(log["log_history"]) if "train_runtime" in e)

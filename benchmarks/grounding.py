@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import machine
+from common import logged_train_seconds, machine
 
 from distilvit.cli.main import main as distilvit
 from distilvit.data import load_caption_dataset
@@ -37,12 +37,6 @@ def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:
     if code != 0:
         raise SystemExit(f"training {name} failed with exit code {code}")
     return work / name / "model", time.perf_counter() - start
-
-
-def logged_train_seconds(model: Path) -> float:
-    """Training time recorded by ``distilvit train`` in the model's training_log.json."""
-    log = json.loads((model / "training_log.json").read_text())
-    return next(float(e["train_runtime"]) for e in reversed(log["log_history"]) if "train_runtime" in e)
 
 
 def constant_guess() -> dict:

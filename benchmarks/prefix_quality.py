@@ -22,7 +22,7 @@ import json
 import shlex
 from pathlib import Path
 
-from common import machine
+from common import logged_train_seconds, machine
 
 from distilvit.cli.main import main as distilvit
 from distilvit.evaluation.run import evaluate_model
@@ -77,8 +77,7 @@ def run_variant(name: str, encoder: Path, work: Path, steps: int) -> dict:
 
 def collect_variant(folder: Path, steps: int) -> dict:
     """The result row of a finished variant, read back from its model and report folders."""
-    log = json.loads((folder / "model" / "training_log.json").read_text())
-    train_runtime = next(e["train_runtime"] for e in reversed(log["log_history"]) if "train_runtime" in e)
+    train_runtime = logged_train_seconds(folder / "model")
     metrics = json.loads((folder / "report" / "metrics.json").read_text())
     metrics = metrics.get("metrics", metrics)
     config = load_captioner(folder / "model")[0].config

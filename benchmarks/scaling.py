@@ -28,17 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import rss_mb
+
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = ["red", "green", "blue", "yellow", "purple"]
 SHAPES = ["circle", "square", "triangle"]
-
-
-def rss_mb(field: str = "VmHWM") -> float:
-    """``VmHWM`` (peak) or ``VmRSS`` (current) resident memory of this process, in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def build_model(folder: Path, tokens: int, width: int):

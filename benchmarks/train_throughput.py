@@ -29,7 +29,7 @@ from pathlib import Path
 
 import datasets
 import torch
-from common import machine
+from common import machine, reset_peak_rss, rss_mb
 from PIL import Image
 from transformers import GPT2Config, SiglipVisionConfig, SiglipVisionModel, ViTConfig
 from transformers.models.siglip.image_processing_pil_siglip import (
@@ -87,18 +87,6 @@ def make_dataset(n: int, tokenizer, seed: int, fixed_length: int | None = None) 
 
 
 # ------------------------------------------------------------------ measurement
-def reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS counter (VmHWM) of this process, so each design gets its own peak."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def train_step(model, optimizer, batch, autocast: bool) -> float:
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         loss = model(**batch).loss
@@ -121,6 +109,20 @@ def timed_steps(model, batches, autocast: bool) -> tuple[float, int]:
     return time.perf_counter() - start, samples
 
 
+def batch_order(data, processor, *, grouped: bool, seed: int) -> list[int]:
+    """Row order of one epoch: length-grouped batches (the default) or a random permutation."""
+    if grouped:
+        torch.manual_seed(seed)
+        return list(LengthGroupedSampler(BATCH, lengths=caption_lengths(data, processor)))
+    return random.Random(seed).sample(range(len(data)), len(data))
+
+
+def prefix_captioner(encoder: Path, reduction: str):
+    """The default architecture at real sizes: ``encoder`` + real SmolLM2 + LoRA r16, prefix ``reduction``."""
+    return build_captioner(CaptionerSpec(encoder=str(encoder), decoder="smollm2-gguf", max_length=MAX_LENGTH,
+                                         prefix_reduction=reduction))
+
+
 def batches_of(rows, collate, order):
     for start in range(0, len(order) - BATCH + 1, BATCH):
         yield collate([rows[i] for i in order[start : start + BATCH]])
@@ -129,17 +131,16 @@ def batches_of(rows, collate, order):
 def result(name: str, seconds: float, samples: int, note: str) -> dict:
     rate = samples / seconds
     return {"design": name, "samples_per_s": round(rate, 3), "epoch_10k_s": round(10_000 / rate, 1),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "samples_timed": samples, "note": note}
+            "peak_rss_mb": round(rss_mb("VmHWM"), 1), "samples_timed": samples, "note": note}
 
 
 # ------------------------------------------------------------------ the four designs
 def straightforward(encoder: Path, data, steps: int, autocast: bool) -> dict:
     """(a): pixels every step, 196 tokens, padding to 30, full logits, random order."""
-    model, processor = build_captioner(CaptionerSpec(encoder=str(encoder), decoder="smollm2-gguf",
-                                                     max_length=MAX_LENGTH, prefix_reduction="none"))
+    model, processor = prefix_captioner(encoder, "none")
     model.loss_logits = "full"
     collate = CaptionCollator(processor, pad_to_max_length=True)
-    order = random.Random(0).sample(range(len(data)), len(data))[: (steps + 1) * BATCH]
+    order = batch_order(data, processor, grouped=False, seed=0)[: (steps + 1) * BATCH]
     seconds, samples = timed_steps(model, batches_of(data, collate, order), autocast)
     return result("(a) straightforward", seconds, samples,
                   f"{model.config.num_image_tokens} image tokens, pad to {MAX_LENGTH}, full logits, encoder every step")
@@ -154,7 +155,7 @@ def cross_attention(data, tokenizer, steps: int, autocast: bool) -> dict:
                                                                     vocab_size=50257), tokenizer, processor_224,
                                              max_length=MAX_LENGTH)
     collate = CaptionCollator(processor)
-    order = random.Random(0).sample(range(len(data)), len(data))[: (steps + 1) * BATCH]
+    order = batch_order(data, processor, grouped=False, seed=0)[: (steps + 1) * BATCH]
     seconds, samples = timed_steps(model, batches_of(data, collate, order), autocast)
     return result("(b) cross-attention", seconds, samples,
                   "ViT-base + 6-layer GPT-2 decoder, all weights trained, dynamic padding")
@@ -164,8 +165,7 @@ def distilvit_default(encoder: Path, data, cache: Path, autocast: bool, reductio
                       names=("(c) distilvit default, epoch 1 (cache cold)", "(d) distilvit default, epoch 2 (cache warm)"),
                       ) -> list[dict]:
     """(c) cold cache: encode every image once, then train one epoch on features; (d) the second epoch."""
-    model, processor = build_captioner(CaptionerSpec(encoder=str(encoder), decoder="smollm2-gguf",
-                                                     max_length=MAX_LENGTH, prefix_reduction=reduction))
+    model, processor = prefix_captioner(encoder, reduction)
     collate = CaptionCollator(processor)
     note = (f"{model.config.num_image_tokens} image tokens ({reduction}), cached fp16 features, dynamic padding, "
             "length-grouped batches, caption-only logits")
@@ -175,8 +175,7 @@ def distilvit_default(encoder: Path, data, cache: Path, autocast: bool, reductio
         start = time.perf_counter()
         (features,) = cached_feature_sets(model, processor, [data], cache_dir=cache, progress=False)
         encode_seconds = time.perf_counter() - start
-        torch.manual_seed(len(rows))
-        order = list(LengthGroupedSampler(BATCH, lengths=caption_lengths(data, processor)))
+        order = batch_order(data, processor, grouped=True, seed=len(rows))
         seconds, samples = timed_steps(model, batches_of(features, collate, order), autocast)
         # the epoch's share of encoding: every image, of which `samples` are timed in training steps
         total = seconds + encode_seconds * samples / len(data)
@@ -197,8 +196,7 @@ ABLATIONS = {
 
 def ablation(encoder: Path, data, cache: Path, autocast: bool, reduction: str, name: str, switch: dict) -> dict:
     """Epoch time (cache warm) of the default with one switch flipped; the first step (compilation) untimed."""
-    model, processor = build_captioner(CaptionerSpec(encoder=str(encoder), decoder="smollm2-gguf",
-                                                     max_length=MAX_LENGTH, prefix_reduction=reduction))
+    model, processor = prefix_captioner(encoder, reduction)
     model.loss_logits = switch.get("loss_logits", "caption")
     if switch.get("attn"):
         model.language_model.set_attn_implementation(switch["attn"])
@@ -207,11 +205,7 @@ def ablation(encoder: Path, data, cache: Path, autocast: bool, reduction: str, n
     step_model = torch.compile(model) if switch.get("compile") else model
     collate = CaptionCollator(processor, pad_to_max_length=switch.get("pad_to_max_length", False))
     (features,) = cached_feature_sets(model, processor, [data], cache_dir=cache, progress=False)
-    torch.manual_seed(1)
-    if switch.get("group_by_length", True):
-        order = list(LengthGroupedSampler(BATCH, lengths=caption_lengths(data, processor)))
-    else:
-        order = random.Random(1).sample(range(len(data)), len(data))
+    order = batch_order(data, processor, grouped=switch.get("group_by_length", True), seed=1)
     reset_peak_rss()
     seconds, samples = timed_steps(step_model, batches_of(features, collate, order), autocast)
     return result(f"(d) with {name}", seconds, samples, "the default, cache warm, with one switch flipped")

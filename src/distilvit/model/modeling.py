@@ -16,7 +16,7 @@ from distilvit.model.configuration import DistilViTConfig
 from distilvit.model.embeddings import embed_with_images
 from distilvit.model.lora import add_lora, default_target_modules, lora_layers, merge_lora
 from distilvit.model.projection import VisionProjection
-from distilvit.model.reduction import reduce_tokens, reduced_shape
+from distilvit.model.reduction import reduce_tokens, reduced_width
 from distilvit.model.vision import build_vision_model, extract_features, set_vision_trainable
 
 
@@ -90,7 +90,7 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
     @staticmethod
     def projection_input_dim(config: DistilViTConfig) -> int:
         """Width of the (reduced) features the projection reads; ``shuffle2`` makes them 4x wider."""
-        return reduced_shape(4, config.vision_feature_dim, config.prefix_reduction)[1]  # width only
+        return reduced_width(config.vision_feature_dim, config.prefix_reduction)
 
     def train(self, mode: bool = True):
         """Like ``nn.Module.train``, but a fully frozen encoder stays in eval mode: its dropout stays off and its

@@ -43,7 +43,14 @@ def reduced_shape(num_tokens: int, feature_dim: int, kind: str) -> tuple[int, in
     if kind == "none":
         return num_tokens, feature_dim
     side = math.ceil(grid_side(num_tokens) / _factor(kind))
-    return side * side, feature_dim * (4 if kind == "shuffle2" else 1)
+    return side * side, reduced_width(feature_dim, kind)
+
+
+def reduced_width(feature_dim: int, kind: str) -> int:
+    """Width of the reduced tokens: ``shuffle2`` concatenates 2x2 neighbours (4x), the others keep it."""
+    if kind not in PREFIX_REDUCTIONS:
+        raise ModelError(f"unknown prefix reduction {kind!r}; use one of {', '.join(PREFIX_REDUCTIONS)}.")
+    return feature_dim * (4 if kind == "shuffle2" else 1)
 
 
 def _factor(kind: str) -> int:
