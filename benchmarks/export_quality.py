@@ -6,6 +6,8 @@ each quantised bundle against fp32 ONNX (agreement) and against the references (
 
 `--default-architecture` also exports an untrained captioner of the default real-size architecture
 (SigLIP-base-size encoder + SmolLM2-135M + LoRA) with every option and records its sizes (MB per part).
+Sizes: each graph file, `shared` (the external-data file that embed_tokens.onnx and decoder.onnx both read in
+int8/int4 bundles: the tied embedding table / output head, stored once) and the total, every file counted once.
 Writes export_quality.json and export_quality.md to --out.
 """
 
@@ -27,7 +29,7 @@ from distilvit.model import load_captioner
 from distilvit.model.captioning import generate_captions
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("vision", "embed_tokens", "decoder", "total")
+PARTS = ("vision", "embed_tokens", "decoder", "shared", "total")  # shared: table.bin, read by two graphs
 
 
 def test_images(count: int):
@@ -76,19 +78,19 @@ def markdown(results: dict) -> str:
          f"onnxruntime {host['onnxruntime']} (its default threads). Agreement and CIDEr do not depend on threads.\n"),
         (f"PyTorch: CIDEr {results['pytorch']['cider']:.4f}, BLEU-4 {results['pytorch']['bleu_4']:.4f}. "
          f"fp32 ONNX greedy captions identical to PyTorch: {results['fp32_identical_to_pytorch']:.1%}.\n"),
-        "| --quantize | vision | embed_tokens | decoder | total MB | same caption as fp32 ONNX | CIDEr | CIDEr vs fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| --quantize | vision | embed_tokens | decoder | shared | total MB | same caption as fp32 ONNX | CIDEr | CIDEr vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for option, run in runs.items():
         q, s = run["quantization"], run["sizes_mb"]
-        cells = [f"{q[p]} {s[p]:.1f} MB" for p in ("vision", "embed_tokens", "decoder")]
+        cells = [f"{q[p]} {s[p]:.1f} MB" for p in ("vision", "embed_tokens", "decoder")] + [f"{s.get('shared', 0):.1f} MB"]
         lines.append(f"| {option} | " + " | ".join(cells) + f" | {s['total']:.1f} | {run['agreement_with_fp32']:.1%} | "
                      f"{run['cider']:.4f} | {run['cider_change_vs_fp32']:+.2%} |")
     if "default_architecture_sizes_mb" in results:
         lines += ["", "Default architecture (SigLIP-base-size encoder + SmolLM2-135M), bundle sizes in MB:", "",
                   "| --quantize | " + " | ".join(PARTS) + " |", "|---" * (len(PARTS) + 1) + "|"]
         for option, sizes in results["default_architecture_sizes_mb"].items():
-            lines.append(f"| {option} | " + " | ".join(f"{sizes[p]:.1f}" for p in PARTS) + " |")
+            lines.append(f"| {option} | " + " | ".join(f"{sizes.get(p, 0):.1f}" for p in PARTS) + " |")
     return "\n".join(lines) + "\n"
 
 

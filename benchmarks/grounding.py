@@ -25,8 +25,8 @@ from distilvit.evaluation.shapes_accuracy import shapes_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "shapes-demo.args"
-KEYS = ("cider", "bleu_4", "rouge_l", "exact_match", "scene_accuracy", "colour_accuracy", "shape_accuracy",
-        "size_accuracy", "count_accuracy")
+KEYS = ("cider", "bleu_4", "rouge_l", "exact_match", "seen_scene_accuracy", "held_out_scene_accuracy",
+        "colour_accuracy", "shape_accuracy", "size_accuracy", "count_accuracy")
 
 
 def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:

@@ -35,6 +35,7 @@ from transformers import GPT2Config, SiglipVisionConfig, SiglipVisionModel, ViTC
 from transformers.models.siglip.image_processing_pil_siglip import (
     SiglipImageProcessorPil,
 )
+from torch.utils.flop_counter import FlopCounterMode
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilvit.features import cached_feature_sets
@@ -109,6 +110,28 @@ def timed_steps(model, batches, autocast: bool) -> tuple[float, int]:
     return time.perf_counter() - start, samples
 
 
+def step_flops(model, batches) -> tuple[float, int]:
+    """``(FLOPs, samples)`` of forward + backward over ``batches`` (no optimizer step), counted by torch's
+    ``FlopCounterMode`` in a separate untimed pass: its per-operator bookkeeping would distort the timing."""
+    model.train()
+    flops, samples = 0.0, 0
+    for batch in batches:
+        with FlopCounterMode(display=False) as counter:
+            model(**batch).loss.backward()
+        model.zero_grad(set_to_none=True)
+        flops += counter.get_total_flops()
+        samples += len(next(iter(batch.values())))
+    return flops, samples
+
+
+@torch.no_grad()
+def encoder_flops_per_image(model, pixel_values: torch.Tensor) -> float:
+    """FLOPs of encoding one image (the encoder's forward; what filling the feature cache costs per image)."""
+    with FlopCounterMode(display=False) as counter:
+        model.encode_images(pixel_values[:1])
+    return counter.get_total_flops()
+
+
 def batch_order(data, processor, *, grouped: bool, seed: int) -> list[int]:
     """Row order of one epoch: length-grouped batches (the default) or a random permutation."""
     if grouped:
@@ -128,10 +151,19 @@ def batches_of(rows, collate, order):
         yield collate([rows[i] for i in order[start : start + BATCH]])
 
 
-def result(name: str, seconds: float, samples: int, note: str) -> dict:
+def result(name: str, seconds: float, samples: int, note: str, gflop_per_sample: float | None = None) -> dict:
     rate = samples / seconds
-    return {"design": name, "samples_per_s": round(rate, 3), "epoch_10k_s": round(10_000 / rate, 1),
-            "peak_rss_mb": round(rss_mb("VmHWM"), 1), "samples_timed": samples, "note": note}
+    row = {"design": name, "samples_per_s": round(rate, 3), "epoch_10k_s": round(10_000 / rate, 1),
+           "peak_rss_mb": round(rss_mb("VmHWM"), 1), "samples_timed": samples, "note": note}
+    if gflop_per_sample is not None:  # work per sample, and the arithmetic rate the step reached
+        row["gflop_per_sample"] = round(gflop_per_sample, 2)
+        row["achieved_gflop_s"] = round(gflop_per_sample * rate, 1)
+    return row
+
+
+def per_sample_gflop(model, batches) -> float:
+    flops, samples = step_flops(model, batches)
+    return flops / samples / 1e9
 
 
 # ------------------------------------------------------------------ the four designs
@@ -142,8 +174,10 @@ def straightforward(encoder: Path, data, steps: int, autocast: bool) -> dict:
     collate = CaptionCollator(processor, pad_to_max_length=True)
     order = batch_order(data, processor, grouped=False, seed=0)[: (steps + 1) * BATCH]
     seconds, samples = timed_steps(model, batches_of(data, collate, order), autocast)
+    gflop = per_sample_gflop(model, batches_of(data, collate, order[BATCH:]))
     return result("(a) straightforward", seconds, samples,
-                  f"{model.config.num_image_tokens} image tokens, pad to {MAX_LENGTH}, full logits, encoder every step")
+                  f"{model.config.num_image_tokens} image tokens, pad to {MAX_LENGTH}, full logits, encoder every step",
+                  gflop)
 
 
 def cross_attention(data, tokenizer, steps: int, autocast: bool) -> dict:
@@ -157,8 +191,9 @@ def cross_attention(data, tokenizer, steps: int, autocast: bool) -> dict:
     collate = CaptionCollator(processor)
     order = batch_order(data, processor, grouped=False, seed=0)[: (steps + 1) * BATCH]
     seconds, samples = timed_steps(model, batches_of(data, collate, order), autocast)
+    gflop = per_sample_gflop(model, batches_of(data, collate, order[BATCH:]))
     return result("(b) cross-attention", seconds, samples,
-                  "ViT-base + 6-layer GPT-2 decoder, all weights trained, dynamic padding")
+                  "ViT-base + 6-layer GPT-2 decoder, all weights trained, dynamic padding", gflop)
 
 
 def distilvit_default(encoder: Path, data, cache: Path, autocast: bool, reduction: str,
@@ -170,6 +205,7 @@ def distilvit_default(encoder: Path, data, cache: Path, autocast: bool, reductio
     note = (f"{model.config.num_image_tokens} image tokens ({reduction}), cached fp16 features, dynamic padding, "
             "length-grouped batches, caption-only logits")
     rows = []
+    encode_gflop = encoder_flops_per_image(model, collate([data[0]])["pixel_values"]) / 1e9
     for name in names:
         reset_peak_rss()
         start = time.perf_counter()
@@ -179,7 +215,11 @@ def distilvit_default(encoder: Path, data, cache: Path, autocast: bool, reductio
         seconds, samples = timed_steps(model, batches_of(features, collate, order), autocast)
         # the epoch's share of encoding: every image, of which `samples` are timed in training steps
         total = seconds + encode_seconds * samples / len(data)
-        rows.append(result(name, total, samples, note + f"; encoding {encode_seconds:.1f} s for {len(data)} images"))
+        gflop = per_sample_gflop(model, batches_of(features, collate, order[BATCH:]))
+        if not rows:  # the cold epoch also encodes every image once
+            gflop += encode_gflop
+        rows.append(result(name, total, samples, note + f"; encoding {encode_seconds:.1f} s for {len(data)} images",
+                           gflop))
     return rows
 
 

@@ -264,6 +264,8 @@ def test_page_captions_like_the_python_runtime(browser, tmp_path, tiny_lm, tiny_
     assert "results" in page, page
 
     captioner = OnnxCaptioner(bundle)
+    # the int4 bundle's tied table is in table.bin, read by two graphs: the page passes it as externalData
+    assert captioner.manifest["external_data"] == {"embed_tokens": ["table.bin"], "decoder": ["table.bin"]}
     pil = [Image.open(p) for p in images]
     lengths = {"min_new_tokens": forced, "max_new_tokens": forced} if forced else {}
     want_ids = [captioner.generate_ids(preprocess([im], captioner.manifest["image"]), **lengths)[0] for im in pil]

@@ -185,3 +185,19 @@ def test_bad_config_is_a_data_error():
         ShapesConfig(image_size=8)
     with pytest.raises(DataError, match="must not be negative"):
         ShapesConfig(test_size=-1)
+
+
+def test_shapes_accuracy_counts_seen_and_held_out_scenes_apart():
+    from distilvit.evaluation.shapes_accuracy import shapes_accuracy
+
+    seen = "a small red circle left of a large blue square"
+    held_out = "a small purple circle"  # purple circles never appear in train
+    references = [[seen], [held_out], [held_out]]
+    predictions = [seen, "a small purple square", held_out]
+    result = shapes_accuracy(predictions, references)
+    assert result["scene_accuracy"] == pytest.approx(2 / 3)
+    assert (result["seen_scenes"], result["held_out_scenes"]) == (1, 2)
+    assert result["seen_scene_accuracy"] == 1.0
+    assert result["held_out_scene_accuracy"] == 0.5
+    only_seen = shapes_accuracy([seen], [[seen]])
+    assert only_seen["held_out_scene_accuracy"] is None and only_seen["held_out_scenes"] == 0

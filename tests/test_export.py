@@ -262,3 +262,66 @@ def test_cli_errors(model_dir, bundles, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(model_dir), "--out", str(tmp_path / "b"), "--quantize", "int3"])
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_quantised_bundles_store_the_table_once(bundles, torch_model, quantize):
+    """The tied embedding table and output head: one copy in table.bin, read by both graphs, counted once."""
+    from distilvit.export.nbits import symmetric8_codes
+
+    folder = bundles(quantize)
+    manifest = read_manifest(folder)
+    assert manifest["format_version"] == 2
+    assert manifest["external_data"] == {"embed_tokens": ["table.bin"], "decoder": ["table.bin"]}
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".data")) == ["table.bin"]
+    for part in ("embed_tokens", "decoder"):
+        graph = onnx.load(str(folder / manifest["files"][part]), load_external_data=False)
+        external = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert external and all({e.key: e.value for e in t.external_data}["location"] == "table.bin" for t in external)
+    embed_graph = onnx.load(str(folder / "embed_tokens.onnx"), load_external_data=False)
+    assert not [t for t in embed_graph.graph.initializer if len(t.raw_data) >= 64]  # the table is all in table.bin
+    sizes = manifest["sizes_mb"]
+    files = [folder / name for name in [*manifest["files"].values(), "table.bin"]]
+    assert sizes["shared"] == pytest.approx((folder / "table.bin").stat().st_size / 1e6, abs=0.01)
+    assert sizes["total"] == pytest.approx(sum(f.stat().st_size for f in files) / 1e6, abs=0.02)
+    assert sizes["total"] == pytest.approx(sum(sizes[p] for p in (*manifest["files"], "shared")), abs=0.02)
+    # the lookup is the 8-bit symmetric table, exactly (ids outside the table look up id 0)
+    model, _ = torch_model
+    table = model.language_model.get_input_embeddings().weight.detach().numpy()
+    codes, scale = symmetric8_codes(table.reshape(table.shape[0], -1, 32))
+    expected = ((codes.astype(np.float32) - 128) * scale[..., None]).reshape(table.shape)
+    ids = np.arange(table.shape[0] + 2)[None]
+    np.testing.assert_array_equal(OnnxCaptioner(folder).embed(ids)[0], expected[np.where(ids[0] < len(table), ids[0], 0)])
+
+
+def test_float_bundles_share_nothing(bundles):
+    manifest = read_manifest(bundles("none"))
+    assert manifest["external_data"] == {} and manifest["sizes_mb"]["shared"] == 0
+    assert not (bundles("none") / "table.bin").exists()
+
+
+def test_missing_shared_file_is_a_clear_error(bundles, tmp_path):
+    folder = tmp_path / "no-table"
+    shutil.copytree(bundles("int4"), folder)
+    (folder / "table.bin").unlink()
+    with pytest.raises(BundleError, match=r"table\.bin \(weights read by embed_tokens\.onnx and decoder\.onnx\) is missing"):
+        OnnxCaptioner(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["external_data"] = {"decoder": ["../table.bin"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="external_data"):
+        read_manifest(folder)
+
+
+def test_int4_vision_recipe_per_part(bundles):
+    """int4 vision: the encoder's matmuls as symmetric 4-bit blocks of 64 (no minima), the projection's as
+    affine 4-bit blocks of 32 (with minima), as docs/export.md measured."""
+    graph = onnx.load(str(bundles("int4") / "vision.onnx")).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    blocks = {n.name: next(a.i for a in n.attribute if a.name == "block_size") for n in nbits}
+    projection = {name: b for name, b in blocks.items() if "/projection/" in name}
+    encoder = {name: b for name, b in blocks.items() if "/projection/" not in name}
+    assert projection and set(projection.values()) == {32}
+    assert encoder and set(encoder.values()) == {64}
+    minima = [t.name for t in graph.initializer if "_minima" in t.name]
+    assert minima and all("/projection/" in name for name in minima)

@@ -15,6 +15,7 @@ from distilvit.model import (
     load_captioner,
 )
 from distilvit.model.captioning import generate_captions
+from distilvit.model.reduction import reduce_tokens
 
 COLOURS = [(255, 0, 0), (0, 0, 255), (0, 170, 0)]
 
@@ -270,3 +271,25 @@ def test_frozen_encoder_stays_in_eval_mode_while_training(tiny_dirs, tiny_lm):
             assert torch.equal(value, stats[key]), key
     with torch.no_grad():
         assert torch.equal(model.image_tokens(batch["pixel_values"]), evaluated)
+
+
+def test_resnet_inner_stage_with_pixel_shuffle(tiny_lm):
+    """The demo's encoder setting: the ResNet preset read at its second-to-last stage (6x6 at 96 px, 128 wide),
+    2x2 neighbours concatenated -> 9 tokens of 512 for the projection."""
+    model, processor = build("scratch:resnet-tiny", tiny_lm, vision_feature_layer=-2, prefix_reduction="shuffle2")
+    assert model.config.num_image_tokens == 9
+    assert model.projection.norm.normalized_shape == (512,)
+    pixels = processor.image_processor(images(2), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        stage = model.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+        assert stage.shape[1:] == (128, 6, 6)
+        tokens = model.image_tokens(pixel_values=pixels)
+    assert tokens.shape == (2, 9, model.language_model.config.hidden_size)
+    # the top-left token sees exactly the top-left 2x2 cells of the 6x6 map: changing another cell leaves it alone
+    changed = stage.clone()
+    changed[:, :, 5, 5] += 1.0
+    def flat(fmap):
+        return fmap.flatten(2).transpose(1, 2)
+
+    assert torch.equal(reduce_tokens(flat(stage), "shuffle2")[:, 0], reduce_tokens(flat(changed), "shuffle2")[:, 0])
+    assert not torch.equal(reduce_tokens(flat(stage), "shuffle2")[:, 8], reduce_tokens(flat(changed), "shuffle2")[:, 8])

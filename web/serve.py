@@ -19,7 +19,8 @@ WEB_DIR = Path(__file__).resolve().parent
 BUNDLE_PREFIX = "/bundle/"
 # module scripts must be served as JavaScript and wasm as application/wasm, whatever the system's mime.types says
 TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json",
-         ".onnx": "application/octet-stream", ".data": "application/octet-stream"}
+         ".onnx": "application/octet-stream", ".data": "application/octet-stream",
+         ".bin": "application/octet-stream"}
 
 
 class Handler(SimpleHTTPRequestHandler):

@@ -7,15 +7,15 @@ import * as ort from "onnxruntime-web";
 import { CaptionDecoder } from "./tokenizer.js";
 
 const FORMAT = "distilvit-onnx";
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2; // reads versions 1 and 2 (2: graphs may share external-data files, `external_data`)
 
 /** Check the manifest is a bundle this page understands; throws a message saying what is wrong. */
 export function checkManifest(manifest) {
   if (manifest?.format !== FORMAT) {
     throw new Error(`not a distilvit ONNX bundle (manifest format is ${JSON.stringify(manifest?.format)}, expected "${FORMAT}")`);
   }
-  if (manifest.format_version !== FORMAT_VERSION) {
-    throw new Error(`bundle format version ${manifest.format_version} is not supported (this page reads version ${FORMAT_VERSION}); re-export the model with this distilvit version`);
+  if (!Number.isInteger(manifest.format_version) || manifest.format_version < 1 || manifest.format_version > FORMAT_VERSION) {
+    throw new Error(`bundle format version ${manifest.format_version} is not supported (this page reads versions 1 to ${FORMAT_VERSION}); re-export the model with this distilvit version`);
   }
   for (const key of ["files", "image", "prompt_ids", "image_token_start", "num_image_tokens", "eos_token_ids", "decoder"]) {
     if (manifest[key] === undefined) throw new Error(`bundle manifest has no "${key}"; re-export the model`);
@@ -70,14 +70,28 @@ export class Captioner {
     } catch {
       // optional: tokenizer.json alone decodes, with transformers' defaults
     }
+    // external-data files shared by several graphs (the tied embedding table / output head): fetched once,
+    // handed to every session that reads them (`path` is the name the graphs' initializers refer to)
+    const external = manifest.external_data ?? {};
+    const shared = new Map();
+    for (const name of Object.values(external).flat()) {
+      if (shared.has(name)) continue;
+      onStatus(`loading ${name}`);
+      shared.set(name, await read(name));
+    }
     const sessions = {};
     for (const part of ["vision", "embed_tokens", "decoder"]) {
       const file = manifest.files[part];
       onStatus(`loading ${file}`);
       const bytes = await read(file);
       onStatus(`starting ${file}`);
+      const externalData = (external[part] ?? []).map((name) => ({ path: name, data: shared.get(name) }));
       try {
-        sessions[part] = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], ...sessionOptions });
+        sessions[part] = await ort.InferenceSession.create(bytes, {
+          executionProviders: ["wasm"],
+          ...(externalData.length ? { externalData } : {}),
+          ...sessionOptions,
+        });
       } catch (err) {
         throw new Error(`onnxruntime-web cannot load ${file}: ${err.message ?? err}`);
       }

@@ -23,6 +23,7 @@ from distilvit.export.manifest import (
 )
 from distilvit.export.preprocess import RESAMPLE_NAMES
 from distilvit.export.quantize import RECIPES, apply_recipe
+from distilvit.export.shared import share_weights
 from distilvit.model.modeling import DistilViTForCaptioning
 
 FILES = {"vision": "vision.onnx", "embed_tokens": "embed_tokens.onnx", "decoder": "decoder.onnx"}
@@ -71,6 +72,7 @@ def build_manifest(model, processor, dims: dict, recipes: dict, source: str) -> 
         "quantization": {part: recipes[part].label for part in PARTS},
         "quantization_detail": {part: recipes[part].detail() for part in PARTS},
         "files": dict(FILES),
+        "external_data": {},
         "sizes_mb": {},
         "image": image_settings(processor.image_processor),
         "prompt_ids": [int(i) for i in prompt],
@@ -127,14 +129,20 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
         steps = [("vision", lambda p: graphs.export_vision(model, p, tuple(manifest["image"]["size"]))),
                  ("embed_tokens", lambda p: graphs.export_embed_tokens(model, p)),
                  ("decoder", lambda p: graphs.export_decoder(model.language_model, p, dims))]
+        held = {}  # embed_tokens is saved with the decoder: they may share the table (shared.py)
         for part, export in tqdm(steps, desc=f"exporting ({quantize})", unit="graph", disable=not progress):
             raw = Path(tmp) / f"{part}.fp32.onnx"
             export(raw)
-            graph = apply_recipe(onnx.load(str(raw)), recipes[part], part, vocab_size=dims["vocab_size"])
-            _save(graph, staging / FILES[part])
+            held[part] = apply_recipe(onnx.load(str(raw)), recipes[part], part, vocab_size=dims["vocab_size"])
             raw.unlink()
+            if part == "vision":
+                _save(held.pop(part), staging / FILES[part])
+        manifest["external_data"] = share_weights(held, staging)
+        for part, graph in held.items():
+            _save(graph, staging / FILES[part])
+        del held
         processor.tokenizer.save_pretrained(staging)
-        manifest["sizes_mb"] = part_sizes_mb(staging, FILES)
+        manifest["sizes_mb"] = part_sizes_mb(staging, FILES, manifest["external_data"])
         write_manifest(staging, manifest)
         if out.exists():
             shutil.rmtree(out)

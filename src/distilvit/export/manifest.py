@@ -11,7 +11,7 @@ from pathlib import Path
 from distilvit.errors import ModelError
 
 FORMAT = "distilvit-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: graphs may read weights from shared external-data files (``external_data``)
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 PARTS = ("vision", "embed_tokens", "decoder")
@@ -38,9 +38,21 @@ def file_size_mb(path: Path) -> float:
     return round(total / 1e6, 2)
 
 
-def part_sizes_mb(bundle_dir: Path, files: dict[str, str]) -> dict[str, float]:
-    """``{"vision": MB, "embed_tokens": MB, "decoder": MB, "total": MB}`` of the graph files."""
+def shared_files(manifest: dict) -> list[str]:
+    """The external-data files that graphs share (``manifest["external_data"]``), each once, in order."""
+    names: list[str] = []
+    for part_files in manifest.get("external_data", {}).values():
+        names += [name for name in part_files if name not in names]
+    return names
+
+
+def part_sizes_mb(bundle_dir: Path, files: dict[str, str], external_data: dict[str, list[str]] | None = None
+                  ) -> dict[str, float]:
+    """``{"vision": MB, "embed_tokens": MB, "decoder": MB, "shared": MB, "total": MB}``: each graph file (with
+    its own ``<name>.data``), the shared external-data files counted once, and their sum."""
     sizes = {part: file_size_mb(bundle_dir / name) for part, name in files.items()}
+    shared = shared_files({"external_data": external_data or {}})
+    sizes["shared"] = round(sum((bundle_dir / name).stat().st_size for name in shared) / 1e6, 2)
     sizes["total"] = round(sum(sizes.values()), 2)
     return sizes
 
@@ -75,6 +87,12 @@ def _check_keys(manifest: dict, path: Path) -> None:
     missing += [f"files.{k}" for k in PARTS if k not in manifest.get("files", {})]
     if missing:
         raise BundleError(f"the bundle manifest {path} is corrupt: it lacks {', '.join(missing)}; re-export the model.")
+    external = manifest.get("external_data", {})
+    if not isinstance(external, dict) or not all(
+            isinstance(names, list) and all(isinstance(n, str) and n and Path(n).name == n for n in names)
+            for names in external.values()):
+        raise BundleError(f"the bundle manifest {path} is corrupt: \"external_data\" must map parts to lists of file "
+                          "names in the bundle folder; re-export the model.")
 
 
 def read_manifest(bundle_dir: str | Path) -> dict:
@@ -82,7 +100,7 @@ def read_manifest(bundle_dir: str | Path) -> dict:
 
     Raises:
         BundleError: the folder does not exist, is no bundle, its manifest is corrupt or from a newer
-            format version, or a graph/tokenizer file is missing.
+            format version, or a graph, tokenizer or shared external-data file is missing.
     """
     folder = Path(bundle_dir).expanduser()
     if not folder.is_dir():
@@ -100,4 +118,9 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     for name in [*(manifest["files"][p] for p in PARTS), TOKENIZER]:
         if not (folder / name).is_file():
             raise BundleError(f"the bundle {folder} is incomplete: {name} is missing. Re-export the model.")
+    for name in shared_files(manifest):
+        if not (folder / name).is_file():
+            readers = [manifest["files"].get(p, p) for p, names in manifest["external_data"].items() if name in names]
+            raise BundleError(f"the bundle {folder} is incomplete: {name} (weights read by {' and '.join(readers)}) "
+                              "is missing. Re-export the model, or copy the whole bundle folder.")
     return manifest

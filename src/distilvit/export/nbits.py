@@ -10,12 +10,17 @@ float32 on this CPU). So:
 
 * ``affine`` (4 or 8 bits): ``q = round((w - min) / s)``, ``s = (max - min) / (2^bits - 1)`` per block;
   ``x @ W = MatMulNBits(x, q, s, zero point 0) + blocksum(x) @ M`` where ``M`` holds the block minima
-  (``(K / block, N)``, stored as float16: GGUF stores them as float16 too). Exact for Q4_1 weights at
-  4 bits (and at 8 bits, where ``q8 = 17 q4``), ordinary asymmetric quantisation otherwise.
+  (``(K / block, N)``); minima and 4-bit scales are stored as float16, as GGUF stores them. Exact for Q4_1
+  weights at 4 bits (and at 8 bits, where ``q8 = 17 q4``), ordinary asymmetric quantisation otherwise.
+* ``symmetric4``: ``q`` in -8..7 with a float16 scale per block (searched for the least error), run as one
+  ``MatMulNBits`` with its default zero point 8: no minima, no offset branch (4.5 bits a weight at blocks of
+  32, 4.25 at 64, against 5 for ``affine``). Not exact for any GGUF grid: for the vision encoder.
 * ``symmetric8``: ``q = round(w / s)``, ``s = absmax / 127`` per block, exact for Q8_0. 8-bit
   ``MatMulNBits`` has no fast float kernel here, so the 8-bit codes are split into two 4-bit nibbles:
-  ``x @ W = MatMulNBits(x, hi, 16 s, zero point 8) + MatMulNBits(x, lo, s, zero point 0)``; the embedding
-  lookup uses ``GatherBlockQuantized`` with 8-bit data.
+  ``x @ W = MatMulNBits(x, hi, 16 s, zero point 8) + MatMulNBits(x, lo, s, zero point 0)`` (``16 s``
+  computed in the graph from the stored ``s``); the embedding
+  lookup is the same split over two 4-bit ``GatherBlockQuantized`` with the same bytes, so a tied table and
+  output head can share one copy of them (:mod:`distilvit.export.shared`).
 
 8-bit ``affine`` uses the same two-nibble split. Shapes: ``K`` inputs, ``N`` outputs, ``kb = K / block``.
 """
@@ -36,21 +41,62 @@ def _blocks(weight: np.ndarray, block: int) -> np.ndarray:
     return weight.T.reshape(n, k // block, block)
 
 
-def affine_codes(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(..., block)`` floats -> codes in ``0 .. 2^bits - 1``, scales ``(...)``, block minima ``(...)``."""
-    low, high = blocks.min(-1), blocks.max(-1)
-    scale = (high - low) / (2**bits - 1)
+def half_precision(values: np.ndarray) -> np.ndarray:
+    """``values`` rounded to float16 (how scales and minima are stored), as float32."""
+    return values.astype(np.float16).astype(np.float32)
+
+
+def _nonzero(scale: np.ndarray) -> np.ndarray:
+    """A zero scale (a block constant to float16 precision) becomes 1: its codes are then all equal."""
     scale[scale == 0] = 1.0
+    return scale
+
+
+def affine_codes(blocks: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(..., block)`` floats -> codes in ``0 .. 2^bits - 1``, scales ``(...)``, block minima ``(...)``.
+
+    Minima are float16 values; so are 4-bit scales (a Q4_1 scale is a float16 ``d``). 8-bit scales stay
+    float32: on a Q4_1 grid they are ``d / 17``, which float16 cannot hold. Codes are computed with the
+    stored values."""
+    low, high = half_precision(blocks.min(-1)), blocks.max(-1)
+    scale = (high - low) / (2**bits - 1)
+    scale = _nonzero(half_precision(scale) if bits == 4 else scale.astype(np.float32))
     codes = np.clip(np.rint((blocks - low[..., None]) / scale[..., None]), 0, 2**bits - 1)
-    return codes.astype(np.uint8), scale.astype(np.float32), low.astype(np.float32)
+    return codes.astype(np.uint8), scale, low
 
 
 def symmetric8_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(..., block)`` floats -> unsigned codes ``q + 128`` (``q`` in -127..127) and scales ``absmax / 127``."""
-    scale = np.abs(blocks).max(-1) / 127
-    scale[scale == 0] = 1.0
+    """``(..., block)`` floats -> unsigned codes ``q + 128`` (``q`` in -127..127) and float16-valued scales
+    ``absmax / 127``."""
+    scale = _nonzero(half_precision(np.abs(blocks).max(-1) / 127))
     codes = np.clip(np.rint(blocks / scale[..., None]), -127, 127) + 128
-    return codes.astype(np.uint8), scale.astype(np.float32)
+    return codes.astype(np.uint8), scale
+
+
+SCALE_SEARCH = np.linspace(0.7, 1.0, 13)  # symmetric4: candidate scales, as fractions of the full-range scale
+
+
+def symmetric4_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(..., block)`` floats -> unsigned codes ``q + 8`` (``q`` in -8..7) and float16-valued scales (for
+    weights on no grid: the vision encoder and projection).
+
+    Per block, the scale with the least squared error among ``f * v / -8`` and ``f * v / 7`` (``v`` the
+    block's value of largest magnitude, ``f`` in :data:`SCALE_SEARCH`); scales may be negative, so all 16
+    codes are in use whichever sign ``v`` has. Clipping a few outliers for a finer step beats covering the
+    full range (measured on SigLIP-base-size weights: ``docs/export.md``)."""
+    extreme = np.take_along_axis(blocks, np.abs(blocks).argmax(-1)[..., None], -1)[..., 0]
+    best_error = best_scale = None
+    for end in (-8.0, 7.0):
+        for fraction in SCALE_SEARCH:
+            scale = _nonzero(half_precision(extreme * (fraction / end)))
+            error = ((np.clip(np.rint(blocks / scale[..., None]), -8, 7) * scale[..., None] - blocks) ** 2).sum(-1)
+            if best_error is None:
+                best_error, best_scale = error, scale
+            else:
+                better = error < best_error
+                best_error, best_scale = np.where(better, error, best_error), np.where(better, scale, best_scale)
+    codes = np.clip(np.rint(blocks / best_scale[..., None]), -8, 7) + 8
+    return codes.astype(np.uint8), best_scale.astype(np.float32)
 
 
 def pack4(codes: np.ndarray) -> np.ndarray:
@@ -69,16 +115,43 @@ class GraphEditor:
         self.new_inits: list[onnx.TensorProto] = []
         self.block_sums: dict[tuple[str, int, int], str] = {}  # (input, kb, block) -> summed tensor name
         self.used: set[str] = set()
+        self.fills: dict[tuple, str] = {}  # (dtype, shape, value) -> initializer of that constant array
 
     def _const(self, array: np.ndarray, name: str) -> str:
+        """A new initializer; arrays of one repeated value (zero points, shapes) are stored once per graph."""
+        if array.size and (array.size == 1 or (array.flat[0] == array).all()):
+            key = (array.dtype.str, array.shape, array.flat[0].item())
+            if key not in self.fills:
+                self.new_inits.append(nh.from_array(array, name))
+                self.fills[key] = name
+            return self.fills[key]
         self.new_inits.append(nh.from_array(array, name))
         return name
 
-    def _nbits(self, x: str, codes: np.ndarray, scale: np.ndarray, zero: int | None, name: str, out: str,
+    def _scales(self, scale: np.ndarray, name: str, nodes: list) -> str:
+        """Block scales: float16 where they are float16 values (stored in half the bytes, cast to float32 in the
+        graph; onnxruntime folds the cast into a constant at load time), else float32."""
+        if not np.array_equal(half_precision(scale), scale):
+            return self._const(scale.astype(np.float32), name)
+        half = self._const(scale.astype(np.float16), name + "_fp16")
+        nodes.append(helper.make_node("Cast", [half], [name], name=name + "_cast", to=onnx.TensorProto.FLOAT))
+        return name
+
+    def _times16(self, scales: str, nodes: list) -> str:
+        """``16 * scales`` computed in the graph (exact, and folded to a constant at load time): the high nibble's
+        scales of a two-nibble 8-bit weight, without storing a second copy of the scales."""
+        factor = self._const(np.array(16.0, dtype=np.float32), "nbits_sixteen")
+        nodes.append(helper.make_node("Mul", [scales, factor], [scales + "_x16"], name=scales + "_x16"))
+        return scales + "_x16"
+
+    def _nbits(self, x: str, codes: np.ndarray, scale: np.ndarray | str, zero: int | None, name: str, out: str,
                nodes: list) -> None:
-        """One 4-bit ``MatMulNBits``; ``zero=None`` keeps the default zero point 8."""
+        """One 4-bit ``MatMulNBits``; ``zero=None`` keeps the default zero point 8. ``scale``: an array, or the
+        name of a float32 ``(N * kb,)`` tensor already in the graph."""
         n, kb, block = codes.shape
-        inputs = [x, self._const(pack4(codes), name + "_q4"), self._const(scale.reshape(-1), name + "_scales")]
+        if not isinstance(scale, str):
+            scale = self._scales(scale.reshape(-1), name + "_scales", nodes)
+        inputs = [x, self._const(pack4(codes), name + "_q4"), scale]
         if zero is not None:
             zeros = np.full((n, (kb + 1) // 2), zero | (zero << 4), dtype=np.uint8)
             inputs.append(self._const(zeros, name + "_zeros"))
@@ -105,8 +178,9 @@ class GraphEditor:
         if bits == 4:
             self._nbits(x, codes, scale, 0, name + "_nbits", out + "_codes", nodes)
         else:
-            self._nbits(x, codes >> 4, 16 * scale, 0, name + "_hi", out + "_hi", nodes)
-            self._nbits(x, codes & 15, scale, 0, name + "_lo", out + "_lo", nodes)
+            scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
+            self._nbits(x, codes >> 4, self._times16(scales, nodes), 0, name + "_hi", out + "_hi", nodes)
+            self._nbits(x, codes & 15, scales, 0, name + "_lo", out + "_lo", nodes)
             nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
         summed = self._block_sum(x, codes.shape[1], block, nodes)
         minima = self._const(low.T.astype(np.float16), name + "_minima_fp16")
@@ -115,26 +189,51 @@ class GraphEditor:
                   helper.make_node("Add", [out + "_codes", out + "_offset"], [out], name=name + "_sum")]
         self._replace(node, nodes)
 
+    def symmetric4_matmul(self, node: onnx.NodeProto, block: int) -> None:
+        """``x @ W`` -> one 4-bit ``MatMulNBits`` with its default zero point 8 (no minima branch)."""
+        weight = nh.to_array(self.weights[node.input[1]])
+        codes, scale = symmetric4_codes(_blocks(weight, block))
+        nodes = []
+        self._nbits(node.input[0], codes, scale, None, (node.name or node.output[0]) + "_nbits", node.output[0], nodes)
+        self._replace(node, nodes)
+
     def symmetric8_matmul(self, node: onnx.NodeProto, block: int) -> None:
         """``x @ W`` -> two 4-bit ``MatMulNBits`` over the high and low nibbles of 8-bit symmetric codes."""
         weight = nh.to_array(self.weights[node.input[1]])
         codes, scale = symmetric8_codes(_blocks(weight, block))
         x, out, name, nodes = node.input[0], node.output[0], node.name or node.output[0], []
-        self._nbits(x, codes >> 4, 16 * scale, None, name + "_hi", out + "_hi", nodes)  # (hi - 8) * 16 s
-        self._nbits(x, codes & 15, scale, 0, name + "_lo", out + "_lo", nodes)
+        scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
+        self._nbits(x, codes >> 4, self._times16(scales, nodes), None, name + "_hi", out + "_hi", nodes)  # (hi - 8) 16 s
+        self._nbits(x, codes & 15, scales, 0, name + "_lo", out + "_lo", nodes)
         nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out], name=name + "_add"))
         self._replace(node, nodes)
 
     def symmetric8_gather(self, node: onnx.NodeProto, block: int) -> None:
-        """Embedding lookup ``Gather(table (V, D), ids)`` -> ``GatherBlockQuantized`` with 8-bit codes."""
+        """Embedding lookup ``Gather(table (V, D), ids)`` -> two 4-bit ``GatherBlockQuantized`` over the high and
+        low nibbles of 8-bit symmetric codes, added in float32 (exactly ``(q - 128) s``).
+
+        The nibble codes, scales and zero points are byte for byte those that :meth:`symmetric8_matmul` writes
+        for the transposed table (a tied output head), so a bundle can store them once for both graphs
+        (:mod:`distilvit.export.shared`). ``GatherBlockQuantized`` with ``bits=4`` reads uint8 data of shape
+        ``(V, D / 2)``, first code in the low nibble, scales ``(V, kb)`` and packed zero points
+        ``(V, ceil(kb / 2))``, default zero point 8 (checked in ``tests/test_nbits.py``)."""
         table = nh.to_array(self.weights[node.input[0]])
-        codes, scale = symmetric8_codes(table.reshape(table.shape[0], -1, block))
-        name = node.name or node.output[0]
-        inputs = [self._const(codes.reshape(table.shape), name + "_q8"), node.input[1],
-                  self._const(scale, name + "_scales"),
-                  self._const(np.full(scale.shape, 128, dtype=np.uint8), name + "_zeros")]
-        self._replace(node, [helper.make_node("GatherBlockQuantized", inputs, list(node.output), name=name, domain=MS,
-                                              bits=8, block_size=block, gather_axis=0, quantize_axis=1)])
+        vocab, width = table.shape
+        codes, scale = symmetric8_codes(table.reshape(vocab, width // block, block))
+        name, out, nodes = node.name or node.output[0], node.output[0], []
+        kb = width // block
+        scales = self._scales(scale, name + "_scales", nodes)
+        for half, part, part_scales, zero in (("hi", codes >> 4, self._times16(scales, nodes), None),
+                                              ("lo", codes & 15, scales, 0)):
+            inputs = [self._const(pack4(part).reshape(vocab, width // 2), f"{name}_{half}_q4"), node.input[1],
+                      part_scales]
+            if zero is not None:
+                inputs.append(self._const(np.full((vocab, (kb + 1) // 2), zero | (zero << 4), dtype=np.uint8),
+                                          f"{name}_{half}_zeros"))
+            nodes.append(helper.make_node("GatherBlockQuantized", inputs, [f"{out}_{half}"], name=f"{name}_{half}",
+                                          domain=MS, bits=4, block_size=block, gather_axis=0, quantize_axis=1))
+        nodes.append(helper.make_node("Add", [f"{out}_hi", f"{out}_lo"], [out], name=name + "_add"))
+        self._replace(node, nodes)
 
     def _replace(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
         self.new_nodes[node.output[0]] = nodes
