@@ -145,9 +145,11 @@ def markdown(results: dict) -> str:
     for name, row in results["latency"].items():
         lines.append(f"| {name} | {row['median_ms']} | {row['mean_ms']} | {row['p90_ms']} | "
                      f"{eager / row['median_ms']:.2f}x |")
-    lines += ["", "Bundle sizes (MB):", "", "| --quantize | vision | embed_tokens | decoder | total |", "|---|---|---|---|---|"]
+    lines += ["", "Bundle sizes (MB; shared: `table.bin`, read by embed_tokens and decoder, counted once):", "",
+              "| --quantize | vision | embed_tokens | decoder | shared | total |", "|---|---|---|---|---|---|"]
     for option, sizes in results["bundle_sizes_mb"].items():
-        lines.append(f"| {option} | {sizes['vision']} | {sizes['embed_tokens']} | {sizes['decoder']} | {sizes['total']} |")
+        lines.append(f"| {option} | {sizes['vision']} | {sizes['embed_tokens']} | {sizes['decoder']} | "
+                     f"{sizes.get('shared', 0.0)} | {sizes['total']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -202,10 +202,11 @@ def test_inference_never_imports_torch(bundles, tmp_path):
 def test_cli_export_then_caption_onnx(model_dir, bundles, tmp_path, capsys):
     out = tmp_path / "bundle"
     assert main(["export", str(model_dir), "--out", str(out), "--quantize", "none"]) == 0
-    assert "total" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "total" in printed and "shared" not in printed  # nothing shared in fp32 bundles
     assert main(["export", str(model_dir), "--out", str(out), "--quantize", "int4"]) == 0  # replaces the bundle
     assert read_manifest(out)["quantization"]["decoder"] == "int4"
-    capsys.readouterr()
+    assert "(table.bin)" in capsys.readouterr().out
     paths = []
     for i, picture in enumerate(images(2)):
         paths.append(str(tmp_path / f"{i}.png"))
