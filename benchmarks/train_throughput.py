@@ -253,15 +253,18 @@ def ablation(encoder: Path, data, cache: Path, autocast: bool, reduction: str, n
 
 def write(results: dict, out: Path) -> None:
     (out / "train_throughput.json").write_text(json.dumps(results, indent=2))
-    head = "| design | samples/s | s per epoch of 10k images | peak RSS (MB) | what |\n|---|---|---|---|---|\n"
-    lines = "".join(f"| {r['design']} | {r['samples_per_s']:.2f} | {r['epoch_10k_s']:.0f} | {r['peak_rss_mb']:.0f} | "
-                    f"{r['note']} |\n" for r in results["designs"])
+    head = ("| design | samples/s | s per epoch of 10k images | GFLOP per sample | achieved GFLOP/s | peak RSS (MB) | what |\n"
+            "|---|---|---|---|---|---|---|\n")
+    lines = "".join(f"| {r['design']} | {r['samples_per_s']:.2f} | {r['epoch_10k_s']:.0f} | {r.get('gflop_per_sample', '')} | "
+                    f"{r.get('achieved_gflop_s', '')} | {r['peak_rss_mb']:.0f} | {r['note']} |\n" for r in results["designs"])
     ratios = "".join(f"| {k} | {v:.2f}x |\n" for k, v in results["ratios"].items())
     host = results["machine"]
     (out / "train_throughput.md").write_text(
         "# Training throughput (real SmolLM2-135M + LoRA r16, SigLIP-base-size encoder, batch 8)\n\n"
         f"Machine: {host['processor']}, {host['cores']} threads, torch {host['torch']}; precision "
-        f"{results['precision']}. One process, one run.\n\n" + head + lines + "\n| ratio | value |\n|---|---|\n" + ratios)
+        f"{results['precision']}. One process, one run. GFLOP per sample: forward + backward (and, for (c), "
+        "encoding), counted by torch's FlopCounterMode in a separate untimed pass over the same batches.\n\n"
+        + head + lines + "\n| ratio | value |\n|---|---|\n" + ratios)
 
 
 def main() -> int:
@@ -314,6 +317,9 @@ def main() -> int:
     for row in designs[4:]:
         versus = "(a)" if row["design"].startswith("(e)") else "(d)"
         results["ratios"][f"{row['design']} / {versus[1]}"] = row["samples_per_s"] / rate[versus]
+    work = {r["design"][:3]: r["gflop_per_sample"] for r in designs[:4]}
+    # the work ratio: what the throughput ratio would be if every design ran at the same GFLOP/s
+    results["ratios"].update({"FLOPs a/c": work["(a)"] / work["(c)"], "FLOPs a/d": work["(a)"] / work["(d)"]})
     write(results, out)
     print((out / "train_throughput.md").read_text())
     return 0
