@@ -31,11 +31,11 @@ import datasets
 import torch
 from common import machine, reset_peak_rss, rss_mb
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPT2Config, SiglipVisionConfig, SiglipVisionModel, ViTConfig
 from transformers.models.siglip.image_processing_pil_siglip import (
     SiglipImageProcessorPil,
 )
-from torch.utils.flop_counter import FlopCounterMode
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distilvit.features import cached_feature_sets

@@ -67,7 +67,8 @@ RECIPES: dict[str, dict[str, PartRecipe]] = {
         "decoder": PartRecipe("affine", bits=8, block_size=32, head="symmetric8", lora="fp32"),
     },
     "int4": {  # the default
-        # encoder: symmetric 4-bit, blocks of 64 (as close to fp32 as affine on a SigLIP-size encoder, 8 MB smaller);
+        # encoder: symmetric 4-bit, blocks of 64 (15.1% token error vs affine-32's 13.9% on a random SigLIP-size
+        # encoder, 8 MB smaller: benchmarks/results/vision_quantization.md);
         # projection: affine, blocks of 32 (symmetric changed 6% of the demo model's captions); docs/export.md
         "vision": PartRecipe("symmetric", bits=4, block_size=64, rest="fp16", projection="affine"),
         "embed_tokens": TABLE8,

@@ -1,0 +1,124 @@
+"""How close do 4-bit formats keep a SigLIP-base-size vision encoder to fp32? The measurement behind the int4
+recipe's vision part (docs/export.md).
+
+No trained SigLIP weights can be downloaded here, so the encoder has random weights (the default architecture
+at real size: 768 wide, 12 layers, 224 px, patch 16) with an MLP projection to SmolLM2's 576; its fp32
+``vision.onnx`` is quantised with each format of ``distilvit.export.nbits`` and run on held-out ``shapes`` test
+images. Reported per format: the image tokens' error against fp32 relative to their RMS, the lowest and mean
+token cosine, and the graph size.
+
+    python benchmarks/vision_quantization.py [--images 4] [--out benchmarks/results]
+
+Writes vision_quantization.json and vision_quantization.md to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from common import machine
+
+from distilvit.data import load_caption_dataset
+from distilvit.export import graphs
+from distilvit.export.bundle import image_settings
+from distilvit.export.nbits import GraphEditor
+from distilvit.export.preprocess import preprocess
+from distilvit.export.quantize import (
+    PROJECTION_BLOCK,
+    _weighted_matmuls,
+    weights_to_fp16,
+)
+from distilvit.model import CaptionerSpec, build_captioner
+
+ROOT = Path(__file__).resolve().parents[1]
+# name -> (encoder format, encoder block, projection format, projection block)
+FORMATS = {
+    "affine 8-bit, blocks of 32": ("affine8", 32, "affine8", 32),
+    "affine 4-bit, blocks of 32": ("affine4", 32, "affine4", 32),
+    "affine 4-bit, blocks of 64": ("affine4", 64, "affine4", 64),
+    "symmetric 4-bit, blocks of 32": ("symmetric4", 32, "symmetric4", 32),
+    "symmetric 4-bit, blocks of 64": ("symmetric4", 64, "symmetric4", 64),
+    "int4 recipe: symmetric 64 + affine projection 32": ("symmetric4", 64, "affine4", PROJECTION_BLOCK),
+}
+
+
+def quantised(base: onnx.ModelProto, encoder: tuple[str, int], projection: tuple[str, int]) -> onnx.ModelProto:
+    model = copy.deepcopy(base)
+    editor = GraphEditor(model)
+    for node in _weighted_matmuls(model):
+        kind, block = projection if "/projection/" in node.name else encoder
+        if kind == "symmetric4":
+            editor.symmetric4_matmul(node, block)
+        else:
+            editor.affine_matmul(node, int(kind[-1]), block)
+    return weights_to_fp16(editor.finish())  # the recipe's `rest: fp16` (convolution, position embeddings)
+
+
+def image_tokens(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixel_values": pixels})[0]
+
+
+def closeness(tokens: np.ndarray, reference: np.ndarray) -> dict:
+    error = float(np.sqrt(((tokens - reference) ** 2).mean() / (reference**2).mean()))
+    a, b = tokens.reshape(-1, tokens.shape[-1]), reference.reshape(-1, reference.shape[-1])
+    cosine = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    return {"token_error": round(error, 4), "min_cosine": round(float(cosine.min()), 5),
+            "mean_cosine": round(float(cosine.mean()), 5)}
+
+
+def markdown(results: dict) -> str:
+    host = results["machine"]
+    lines = ["# 4-bit formats for the vision encoder (random SigLIP-base-size weights)\n",
+             (f"Machine: {host['processor']}, onnxruntime {results['onnxruntime']}. {results['images']} held-out shapes "
+              "test images; token error = RMS of (tokens - fp32 tokens) / RMS of fp32 tokens.\n"),
+             "| format | token error | min cosine | mean cosine | vision.onnx MB |", "|---|---|---|---|---|"]
+    for name, row in results["formats"].items():
+        lines.append(f"| {name} | {row['token_error']:.2%} | {row['min_cosine']:.4f} | {row['mean_cosine']:.4f} | "
+                     f"{row['mb']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=4, help="held-out shapes test images to encode")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="results folder")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model, processor = build_captioner(CaptionerSpec(encoder="scratch:siglip-base", decoder="smollm2-gguf"))
+    settings = image_settings(processor.image_processor)
+    rows = load_caption_dataset(["shapes"], "test").select(range(args.images))
+    pixels = preprocess([row["image"].convert("RGB") for row in rows], settings)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "vision.onnx"
+        graphs.export_vision(model, path, tuple(settings["size"]))
+        base = onnx.load(str(path))
+    del model
+    reference = image_tokens(base, pixels)
+    results = {"machine": machine(), "onnxruntime": ort.__version__, "images": args.images,
+               "formats": {"fp32": {**closeness(reference, reference), "mb": round(base.ByteSize() / 1e6, 1)}}}
+    for name, (enc, enc_block, proj, proj_block) in FORMATS.items():
+        graph = quantised(base, (enc, enc_block), (proj, proj_block))
+        results["formats"][name] = {**closeness(image_tokens(graph, pixels), reference),
+                                    "mb": round(graph.ByteSize() / 1e6, 1)}
+        print(name, results["formats"][name], flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vision_quantization.json").write_text(json.dumps(results, indent=2))
+    (out / "vision_quantization.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
