@@ -3,7 +3,7 @@ recipe's vision part (docs/export.md).
 
 No trained SigLIP weights can be downloaded here, so the encoder has random weights (the default architecture
 at real size: 768 wide, 12 layers, 224 px, patch 16) with an MLP projection to SmolLM2's 576; its fp32
-``vision.onnx`` is quantised with each format of ``distilvit.export.nbits`` and run on held-out ``shapes`` test
+``vision.onnx`` is stored as each recipe of ``distilvit.export.quantize`` says and run on held-out ``shapes`` test
 images. Reported per format: the image tokens' error against fp32 relative to their RMS, the lowest and mean
 token cosine, and the graph size.
 
@@ -29,37 +29,20 @@ from common import machine
 from distilvit.data import load_caption_dataset
 from distilvit.export import graphs
 from distilvit.export.bundle import image_settings
-from distilvit.export.nbits import GraphEditor
 from distilvit.export.preprocess import preprocess
-from distilvit.export.quantize import (
-    PROJECTION_BLOCK,
-    _weighted_matmuls,
-    weights_to_fp16,
-)
+from distilvit.export.quantize import RECIPES, PartRecipe, apply_recipe
 from distilvit.model import CaptionerSpec, build_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
-# name -> (encoder format, encoder block, projection format, projection block)
+# name -> how vision.onnx is stored (every variant with the int4 recipe's `rest: fp16`)
 FORMATS = {
-    "affine 8-bit, blocks of 32": ("affine8", 32, "affine8", 32),
-    "affine 4-bit, blocks of 32": ("affine4", 32, "affine4", 32),
-    "affine 4-bit, blocks of 64": ("affine4", 64, "affine4", 64),
-    "symmetric 4-bit, blocks of 32": ("symmetric4", 32, "symmetric4", 32),
-    "symmetric 4-bit, blocks of 64": ("symmetric4", 64, "symmetric4", 64),
-    "int4 recipe: symmetric 64 + affine projection 32": ("symmetric4", 64, "affine4", PROJECTION_BLOCK),
+    "affine 8-bit, blocks of 32": PartRecipe("affine", bits=8, block_size=32, rest="fp16"),
+    "affine 4-bit, blocks of 32": PartRecipe("affine", bits=4, block_size=32, rest="fp16"),
+    "affine 4-bit, blocks of 64": PartRecipe("affine", bits=4, block_size=64, rest="fp16"),
+    "symmetric 4-bit, blocks of 32": PartRecipe("symmetric", bits=4, block_size=32, rest="fp16"),
+    "symmetric 4-bit, blocks of 64": PartRecipe("symmetric", bits=4, block_size=64, rest="fp16"),
+    "int4 recipe: symmetric 64 + affine projection 32": RECIPES["int4"]["vision"],
 }
-
-
-def quantised(base: onnx.ModelProto, encoder: tuple[str, int], projection: tuple[str, int]) -> onnx.ModelProto:
-    model = copy.deepcopy(base)
-    editor = GraphEditor(model)
-    for node in _weighted_matmuls(model):
-        kind, block = projection if "/projection/" in node.name else encoder
-        if kind == "symmetric4":
-            editor.symmetric4_matmul(node, block)
-        else:
-            editor.affine_matmul(node, int(kind[-1]), block)
-    return weights_to_fp16(editor.finish())  # the recipe's `rest: fp16` (convolution, position embeddings)
 
 
 def image_tokens(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
@@ -107,8 +90,8 @@ def main() -> int:
     reference = image_tokens(base, pixels)
     results = {"machine": machine(), "onnxruntime": ort.__version__, "images": args.images,
                "formats": {"fp32": {**closeness(reference, reference), "mb": round(base.ByteSize() / 1e6, 1)}}}
-    for name, (enc, enc_block, proj, proj_block) in FORMATS.items():
-        graph = quantised(base, (enc, enc_block), (proj, proj_block))
+    for name, recipe in FORMATS.items():
+        graph = apply_recipe(copy.deepcopy(base), recipe, "vision")
         results["formats"][name] = {**closeness(image_tokens(graph, pixels), reference),
                                     "mb": round(graph.ByteSize() / 1e6, 1)}
         print(name, results["formats"][name], flush=True)

@@ -26,12 +26,13 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from distilvit.export import export_bundle
+    from distilvit.export.manifest import shared_files
 
     manifest = export_bundle(args.model, args.out, quantize=args.quantize)
     sizes, kinds = manifest["sizes_mb"], manifest["quantization"]
     for part, kind in kinds.items():
         print(f"{part:<13} {kind:<5} {sizes[part]:>8.1f} MB")
-    shared = sorted({name for names in manifest.get("external_data", {}).values() for name in names})
+    shared = shared_files(manifest)
     if shared:  # weights read by several graphs, stored once
         print(f"{'shared':<19} {sizes['shared']:>8.1f} MB  ({', '.join(shared)})")
     print(f"{'total':<19} {sizes['total']:>8.1f} MB  -> {args.out}")

@@ -193,10 +193,9 @@ def symmetric4_quantize(model: onnx.ModelProto, nodes: list[onnx.NodeProto], blo
     editor = GraphEditor(model)
     shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
     for node in nodes:
-        inputs = shapes[node.input[1]][0]
         if projection_affine and "/projection/" in node.name:
-            if inputs % PROJECTION_BLOCK == 0:
+            if _quantizable(shapes, node, PROJECTION_BLOCK):
                 editor.affine_matmul(node, 4, PROJECTION_BLOCK)
-        elif inputs % block == 0:
+        elif _quantizable(shapes, node, block):
             editor.symmetric4_matmul(node, block)
     return editor.finish()
