@@ -5,7 +5,7 @@ No trained SigLIP weights can be downloaded here, so the encoder has random weig
 at real size: 768 wide, 12 layers, 224 px, patch 16) with an MLP projection to SmolLM2's 576; its fp32
 ``vision.onnx`` is stored as each recipe of ``distilvit.export.quantize`` says and run on held-out ``shapes`` test
 images. Reported per format: the image tokens' error against fp32 relative to their RMS, the lowest and mean
-token cosine, and the graph size.
+token cosine, the graph size and the time per image (batch 1, one thread).
 
     python benchmarks/vision_quantization.py [--images 4] [--out benchmarks/results]
 
@@ -18,6 +18,7 @@ import argparse
 import copy
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from distilvit.data import load_caption_dataset
 from distilvit.export import graphs
 from distilvit.export.bundle import image_settings
 from distilvit.export.preprocess import preprocess
-from distilvit.export.quantize import RECIPES, PartRecipe, apply_recipe
+from distilvit.export.quantize import RECIPES, PartRecipe, apply_recipe, exact_recipes
 from distilvit.model import CaptionerSpec, build_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,15 +42,25 @@ FORMATS = {
     "affine 4-bit, blocks of 64": PartRecipe("affine", bits=4, block_size=64, rest="fp16"),
     "symmetric 4-bit, blocks of 32": PartRecipe("symmetric", bits=4, block_size=32, rest="fp16"),
     "symmetric 4-bit, blocks of 64": PartRecipe("symmetric", bits=4, block_size=64, rest="fp16"),
-    "int4 recipe: symmetric 64 + affine projection 32": RECIPES["int4"]["vision"],
+    "int4 recipe, float activations (--exact-matmuls): symmetric 64 + affine projection 32":
+        exact_recipes(RECIPES["int4"])["vision"],
+    "int4 recipe (default): the same, encoder matmuls in int8": RECIPES["int4"]["vision"],
 }
 
 
-def image_tokens(model: onnx.ModelProto, pixels: np.ndarray) -> np.ndarray:
+def image_tokens(model: onnx.ModelProto, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image tokens and the median milliseconds per image (batch 1, one thread, 3 passes)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"pixel_values": pixels})[0]
+    tokens = session.run(None, {"pixel_values": pixels})[0]
+    times = []
+    for _ in range(3):
+        for image in pixels:
+            start = time.perf_counter()
+            session.run(None, {"pixel_values": image[None]})
+            times.append((time.perf_counter() - start) * 1000)
+    return tokens, float(np.median(times))
 
 
 def closeness(tokens: np.ndarray, reference: np.ndarray) -> dict:
@@ -65,10 +76,11 @@ def markdown(results: dict) -> str:
     lines = ["# 4-bit formats for the vision encoder (random SigLIP-base-size weights)\n",
              (f"Machine: {host['processor']}, onnxruntime {results['onnxruntime']}. {results['images']} held-out shapes "
               "test images; token error = RMS of (tokens - fp32 tokens) / RMS of fp32 tokens.\n"),
-             "| format | token error | min cosine | mean cosine | vision.onnx MB |", "|---|---|---|---|---|"]
+             "| format | token error | min cosine | mean cosine | vision.onnx MB | ms per image (1 thread) |",
+             "|---|---|---|---|---|---|"]
     for name, row in results["formats"].items():
         lines.append(f"| {name} | {row['token_error']:.2%} | {row['min_cosine']:.4f} | {row['mean_cosine']:.4f} | "
-                     f"{row['mb']:.1f} |")
+                     f"{row['mb']:.1f} | {row['ms']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,13 +99,15 @@ def main() -> int:
         graphs.export_vision(model, path, tuple(settings["size"]))
         base = onnx.load(str(path))
     del model
-    reference = image_tokens(base, pixels)
+    reference, ms = image_tokens(base, pixels)
     results = {"machine": machine(), "onnxruntime": ort.__version__, "images": args.images,
-               "formats": {"fp32": {**closeness(reference, reference), "mb": round(base.ByteSize() / 1e6, 1)}}}
+               "formats": {"fp32": {**closeness(reference, reference), "mb": round(base.ByteSize() / 1e6, 1),
+                                    "ms": round(ms, 1)}}}
     for name, recipe in FORMATS.items():
         graph = apply_recipe(copy.deepcopy(base), recipe, "vision")
-        results["formats"][name] = {**closeness(image_tokens(graph, pixels), reference),
-                                    "mb": round(graph.ByteSize() / 1e6, 1)}
+        tokens, ms = image_tokens(graph, pixels)
+        results["formats"][name] = {**closeness(tokens, reference), "mb": round(graph.ByteSize() / 1e6, 1),
+                                    "ms": round(ms, 1)}
         print(name, results["formats"][name], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

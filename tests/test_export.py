@@ -206,7 +206,11 @@ def test_cli_export_then_caption_onnx(model_dir, bundles, tmp_path, capsys):
     assert "total" in printed and "shared" not in printed  # nothing shared in fp32 bundles
     assert main(["export", str(model_dir), "--out", str(out), "--quantize", "int4"]) == 0  # replaces the bundle
     assert read_manifest(out)["quantization"]["decoder"] == "int4"
+    assert read_manifest(out)["quantization_detail"]["decoder"]["accuracy_level"] == 4
     assert "(table.bin)" in capsys.readouterr().out
+    assert main(["export", str(model_dir), "--out", str(out), "--quantize", "int4", "--exact-matmuls"]) == 0
+    assert "accuracy_level" not in read_manifest(out)["quantization_detail"]["decoder"]
+    capsys.readouterr()
     paths = []
     for i, picture in enumerate(images(2)):
         paths.append(str(tmp_path / f"{i}.png"))
@@ -315,14 +319,45 @@ def test_missing_shared_file_is_a_clear_error(bundles, tmp_path):
 
 
 def test_int4_vision_recipe_per_part(bundles):
-    """int4 vision: the encoder's matmuls as symmetric 4-bit blocks of 64 (no minima), the projection's as
-    affine 4-bit blocks of 32 (with minima), as docs/export.md measured."""
+    """int4 vision: the encoder's matmuls as symmetric 4-bit blocks of 64 (no minima) run as int8 matmuls on
+    weights folded at load time, the projection's as affine 4-bit blocks of 32 (with minima), as docs/export.md
+    measured. (The tiny encoder is 32 wide: only its MLP's second matmul has 64 inputs.)"""
     graph = onnx.load(str(bundles("int4") / "vision.onnx")).graph
     nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
     blocks = {n.name: next(a.i for a in n.attribute if a.name == "block_size") for n in nbits}
-    projection = {name: b for name, b in blocks.items() if "/projection/" in name}
-    encoder = {name: b for name, b in blocks.items() if "/projection/" not in name}
-    assert projection and set(projection.values()) == {32}
-    assert encoder and set(encoder.values()) == {64}
+    assert blocks and all("/projection/" in name for name in blocks) and set(blocks.values()) == {32}
+    assert sum(n.op_type == "MatMulInteger" for n in graph.node) == 2  # fc2 of each of the two layers
+    assert not any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)  # int8 weights are computed
     minima = [t.name for t in graph.initializer if "_minima" in t.name]
     assert minima and all("/projection/" in name for name in minima)
+
+
+def accuracy_levels(path: Path) -> set[int]:
+    graph = onnx.load(str(path)).graph
+    return {next((a.i for a in n.attribute if a.name == "accuracy_level"), 0) for n in graph.node
+            if n.op_type == "MatMulNBits"}
+
+
+def test_int4_recipe_computes_in_int8_and_says_so(bundles, model_dir, tmp_path):
+    """The default int4 bundle: MatMulNBits at accuracy_level 4 in the decoder (int8 activations), int8 vision
+    matmuls, both in the manifest's quantization_detail; ``exact_matmuls`` (``--exact-matmuls``) keeps every
+    activation float32 and the same weights."""
+    bundle = bundles("int4")
+    detail = read_manifest(bundle)["quantization_detail"]
+    assert detail["decoder"]["accuracy_level"] == 4 and detail["vision"]["compute"] == "int8"
+    assert accuracy_levels(bundle / "decoder.onnx") == {4}
+    assert accuracy_levels(bundle / "vision.onnx") == {4}  # the projection
+    assert detail["vision"]["accuracy_level"] == 4
+    exact = tmp_path / "exact"
+    manifest = export_bundle(model_dir, exact, quantize="int4", exact_matmuls=True, progress=False)
+    assert "accuracy_level" not in manifest["quantization_detail"]["decoder"]
+    assert "compute" not in manifest["quantization_detail"]["vision"]
+    assert accuracy_levels(exact / "decoder.onnx") == accuracy_levels(exact / "vision.onnx") == {0}
+    assert not any(n.op_type == "MatMulInteger" for n in onnx.load(str(exact / "vision.onnx")).graph.node)
+    fast, slow = OnnxCaptioner(bundle), OnnxCaptioner(exact)
+    pixels = preprocess(images(4), fast.manifest["image"])
+    tokens, exact_tokens = fast.image_tokens(pixels), slow.image_tokens(pixels)
+    assert np.corrcoef(tokens.ravel(), exact_tokens.ravel())[0, 1] > 0.999
+    embeds = slow.prompt_embeds(pixels)
+    logits, exact_logits = fast.decoder.prefill(embeds)[0], slow.decoder.prefill(embeds)[0]
+    assert np.corrcoef(logits.ravel(), exact_logits.ravel())[0, 1] > 0.95  # random tiny LM: fragile (see above)

@@ -4,6 +4,9 @@ within half a quantisation step."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -167,3 +170,60 @@ def test_symmetric4_reproduces_its_grid_and_rounds_other_weights_within_a_step()
         else:
             step = np.repeat(np.abs(weight.reshape(K // BLOCK, BLOCK, N)).max(1) / 7, BLOCK, axis=0)
             assert np.all(np.abs(dequantised - weight) <= step)
+
+
+def test_symmetric4_int8_weights_fold_at_load_and_stay_close():
+    """The int8 vision path: the file holds the 4-bit codes and float16 scales (no int8 or float32 weight), the
+    unpacking is folded by onnxruntime when the session is created (the optimised graph holds none of its ops and
+    one int8 matmul), and the result is the 4-bit matmul up to the activations' 8-bit rounding."""
+    rng = np.random.default_rng(6)
+    k = 128
+    weight = (rng.standard_normal((k, N)) * 0.05).astype(np.float32)
+    model = matmul_graph(weight)
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = k
+    reference_model = onnx.ModelProto.FromString(model.SerializeToString())
+    editor = GraphEditor(model)
+    editor.symmetric4_int8_matmul(model.graph.node[0], 64)
+    model = editor.finish()
+    stored = {t.data_type for t in model.graph.initializer if int(np.prod(t.dims)) >= N
+              and t.name != "nbits_nibble_table"}  # (256, 2) floats: byte -> its two codes
+    assert stored == {TensorProto.UINT8, TensorProto.FLOAT16}  # codes (k x N / 2 bytes) and block scales
+    assert sum(t.dims[0] * t.dims[1] for t in model.graph.initializer if t.data_type == TensorProto.UINT8) == k * N // 2
+    editor = GraphEditor(reference_model)
+    editor.symmetric4_matmul(reference_model.graph.node[0], 64)
+    reference_model = editor.finish()
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(Path(tempfile.mkdtemp()) / "optimised.onnx")
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+    assert not ops & {"Gather", "Round", "Reshape", "ReduceMax", "Abs"}, ops  # the weight's unpacking was folded
+    assert ops & {"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger"}, ops
+    x = rng.standard_normal((2, 5, k)).astype(np.float32)
+    got, want = session.run(None, {"x": x})[0], run(reference_model, x)
+    error = np.sqrt(((got - want) ** 2).mean() / (want**2).mean())
+    assert error < 0.02, error  # 8-bit activations (and the 4-bit weights requantised to int8 per column)
+
+
+def test_int8_matmuls_share_their_constants():
+    """Two int8 matmuls in one graph: every initializer name is unique (onnxruntime-web logs duplicates as
+    errors), the small constants are stored once, and both outputs stay close to the 4-bit matmuls'."""
+    rng = np.random.default_rng(7)
+    weights = [rng.standard_normal((K, N)).astype(np.float32) for _ in range(2)]
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"], name=f"mm{i}") for i in range(2)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, K])],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [None, None, N]) for i in range(2)],
+                              [nh.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    editor = GraphEditor(model)
+    for node in list(model.graph.node):
+        editor.symmetric4_int8_matmul(node, 64)
+    model = editor.finish()
+    names = [t.name for t in model.graph.initializer]
+    assert len(names) == len(set(names)) and names.count("nbits_nibble_table") == 1
+    x = rng.standard_normal((1, 6, K)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for got, weight in zip(session.run(None, {"x": x}), weights):
+        want = x @ weight
+        assert np.sqrt(((got - want) ** 2).mean() / (want**2).mean()) < 0.15  # 4-bit weights + 8-bit activations

@@ -21,6 +21,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quantize", choices=QUANTIZE_OPTIONS, default=DEFAULT_QUANTIZE,
                         help="weight storage: none (fp32), fp16 (half-size weights, fp32 compute), int8 or int4 "
                         "(per-part recipes measured to keep captions; see docs/export.md)")
+    parser.add_argument("--exact-matmuls", action="store_true",
+                        help="int4: keep float32 activations in every matmul (no int8 vision matmuls, MatMulNBits "
+                        "accuracy_level 0): outputs closest to fp32, about 1.7-1.9x slower on CPU; no effect on "
+                        "none/fp16/int8")
     parser.set_defaults(run=run)
 
 
@@ -28,7 +32,7 @@ def run(args) -> int:
     from distilvit.export import export_bundle
     from distilvit.export.manifest import shared_files
 
-    manifest = export_bundle(args.model, args.out, quantize=args.quantize)
+    manifest = export_bundle(args.model, args.out, quantize=args.quantize, exact_matmuls=args.exact_matmuls)
     sizes, kinds = manifest["sizes_mb"], manifest["quantization"]
     for part, kind in kinds.items():
         print(f"{part:<13} {kind:<5} {sizes[part]:>8.1f} MB")

@@ -22,7 +22,7 @@ from distilvit.export.manifest import (
     write_manifest,
 )
 from distilvit.export.preprocess import RESAMPLE_NAMES
-from distilvit.export.quantize import RECIPES, apply_recipe
+from distilvit.export.quantize import RECIPES, apply_recipe, exact_recipes
 from distilvit.export.shared import share_weights
 from distilvit.model.modeling import DistilViTForCaptioning
 
@@ -101,8 +101,12 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
                     location=path.name + ".data")
 
 
-def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str = "int4", progress: bool = True) -> dict:
+def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str = "int4", exact_matmuls: bool = False,
+                  progress: bool = True) -> dict:
     """Export the trained model in ``model_dir`` to an ONNX bundle in ``out_dir``; return the manifest.
+
+    ``exact_matmuls``: keep the activations float32 in every matmul (no int8 vision matmuls, ``MatMulNBits``
+    at ``accuracy_level`` 0): slower, the outputs closest to fp32 the recipe's weights allow.
 
     The LoRA adapters are merged into the LM first (in the freshly loaded copy; ``model_dir`` is untouched).
     An existing bundle in ``out_dir`` is replaced.
@@ -117,7 +121,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
     if not isinstance(model, DistilViTForCaptioning):
         raise ModelError(f"{model_dir} is an encoder-decoder captioner; `distilvit export` writes bundles of the "
                          "prefix design (vision encoder -> projection -> decoder-only LM) only.")
-    recipes = RECIPES[quantize]
+    recipes = exact_recipes(RECIPES[quantize]) if exact_matmuls else RECIPES[quantize]
     if model.has_lora() and recipes["decoder"].merge_lora:
         model.merge_lora()
     dims = graphs.decoder_dims(model.language_model)

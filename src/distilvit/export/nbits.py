@@ -116,6 +116,7 @@ class GraphEditor:
         self.block_sums: dict[tuple[str, int, int], str] = {}  # (input, kb, block) -> summed tensor name
         self.used: set[str] = set()
         self.fills: dict[tuple, str] = {}  # (dtype, shape, value) -> initializer of that constant array
+        self.small: dict[tuple, str] = {}  # (dtype, value) -> initializer of a small constant (int8 matmuls)
 
     def _const(self, array: np.ndarray, name: str) -> str:
         """A new initializer; arrays of one repeated value (zero points, shapes) are stored once per graph."""
@@ -195,6 +196,67 @@ class GraphEditor:
         codes, scale = symmetric4_codes(_blocks(weight, block))
         nodes = []
         self._nbits(node.input[0], codes, scale, None, (node.name or node.output[0]) + "_nbits", node.output[0], nodes)
+        self._replace(node, nodes)
+
+    def symmetric4_int8_matmul(self, node: onnx.NodeProto, block: int) -> None:
+        """``x @ W`` -> ``symmetric4`` codes and scales in the file, run as an int8 matmul.
+
+        Stored: the codes ``q + 8`` as bytes ``(K, N / 2)`` (low nibble: column ``2j``, high nibble: column
+        ``2j + 1``) and the float16 block scales ``s`` as ``(kb, 1, N)``. The graph turns them into int8 weights
+        ``round((q - 8) s / c)`` with one scale per output column ``c = 8 max_blocks |s| / 63`` (7 bits: the
+        u8 x s8 kernels of AVX2 CPUs sum pairs of products in int16, which 8-bit weights can overflow) using
+        constant-only ops (a ``Gather`` of both nibbles from a 256-entry table, ``Mul``, ``Round``, ``Cast``), which
+        onnxruntime folds into constants when it creates the session. At run time ``x`` is quantised to 8 bits
+        per tensor: ``DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(x_scale c)``, the pattern onnxruntime
+        fuses into its int8 matmul (``DynamicQuantizeMatMul``). The int8 weights are the 4-bit ones to about 1%
+        of their size (a step of ``c`` against the 4-bit step ``s``); the activations' rounding adds about as much."""
+        weight = nh.to_array(self.weights[node.input[1]])
+        codes, scale = symmetric4_codes(_blocks(weight, block))  # (N, kb, block), (N, kb)
+        n, kb, _ = codes.shape
+        k = kb * block
+        columns = codes.reshape(n, k).T  # (K, N)
+        if n % 2:
+            columns = np.concatenate([columns, np.full((k, 1), 8, dtype=np.uint8)], axis=1)
+        packed_codes = (columns[:, 0::2] | (columns[:, 1::2] << 4)).astype(np.uint8)  # (K, ceil(N / 2))
+        self.int8_count = getattr(self, "int8_count", 0) + 1
+        x, out, nodes = node.input[0], node.output[0], []
+        name = f"q4i8_{self.int8_count}"
+
+        def op(kind, inputs, suffix, **attrs):
+            nodes.append(helper.make_node(kind, inputs, [f"{name}_{suffix}"], name=f"{name}_{suffix}", **attrs))
+            return f"{name}_{suffix}"
+
+        def const(value, dtype=np.float32):  # small constants, stored once per graph
+            key = (np.dtype(dtype).name, str(value))
+            if key not in self.small:
+                self.small[key] = self._const(np.array(value, dtype=dtype), f"nbits_const{len(self.small)}")
+            return self.small[key]
+
+        f32 = onnx.TensorProto.FLOAT
+        if "nibble_table" not in self.small:  # byte -> (low - 8, high - 8), stored once per graph
+            self.small["nibble_table"] = self._const(
+                np.stack([np.arange(256) % 16, np.arange(256) // 16], -1).astype(np.float32) - 8, "nbits_nibble_table")
+        table = self.small["nibble_table"]
+        index = op("Cast", [self._const(packed_codes, name + "_q4")], "index", to=onnx.TensorProto.INT32)
+        centred = op("Gather", [table, index], "centred")  # (K, N' / 2, 2)
+        if n % 2:
+            centred = op("Slice", [op("Reshape", [centred, const([k, -1], np.int64)], "rows"), const([0], np.int64),
+                                   const([n], np.int64), const([1], np.int64)], "cut")
+        blocks = op("Reshape", [centred, const([kb, block, n], np.int64)], "blocks")
+        block_scales = self._scales(scale.T.reshape(-1), name + "_scales", nodes)  # (kb * N,)
+        block_scales = op("Reshape", [block_scales, const([kb, 1, n], np.int64)], "bscales")
+        column = op("Div", [op("ReduceMax", [op("Abs", [block_scales], "abs")], "smax", axes=[0], keepdims=0),
+                            const(63.0 / 8)], "colscale_raw")
+        column = op("Max", [column, const(1e-30)], "colscale")  # (1, N)
+        ratio = op("Div", [block_scales, column], "ratio")  # (kb, 1, N), |ratio| <= 63 / 8
+        weight_i8 = op("Cast", [op("Round", [op("Mul", [blocks, ratio], "scaled")], "round")], "int8",
+                       to=onnx.TensorProto.INT8)
+        weight_i8 = op("Reshape", [weight_i8, const([k, n], np.int64)], "weight")  # (K, N), |w| <= 63
+        quantised = [f"{name}_xq", f"{name}_xs", f"{name}_xz"]
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [x], quantised, name=f"{name}_dql"))
+        product = op("MatMulInteger", [quantised[0], weight_i8, quantised[2]], "mmi")
+        scales = op("Mul", [quantised[1], column], "scale")
+        nodes.append(helper.make_node("Mul", [op("Cast", [product], "float", to=f32), scales], [out], name=f"{name}_out"))
         self._replace(node, nodes)
 
     def symmetric8_matmul(self, node: onnx.NodeProto, block: int) -> None:
