@@ -27,10 +27,12 @@ install: $(STAMP)
 # Train on the built-in `shapes` data with the real SmolLM2-135M-Instruct + LoRA, evaluate on the held-out
 # split (which contains attribute combinations never seen in training), caption a few test images.
 demo: install
-	$(VENV)/bin/distilvit train $(DEMO_ARGS) --checkpoints-dir $(DEMO)/checkpoints --save-dir $(DEMO)/model
+	$(VENV)/bin/distilvit shapes-encoder --out $(DEMO)/encoder
+	$(VENV)/bin/distilvit train $(DEMO_ARGS) --encoder-model $(DEMO)/encoder --checkpoints-dir $(DEMO)/checkpoints --save-dir $(DEMO)/model
 	$(VENV)/bin/distilvit eval $(DEMO)/model --dataset shapes --split test --out $(DEMO)/report --format both
 	$(PY) -m distilvit.data.export_samples --split test --count 4 --out $(DEMO)/test-images
 	$(VENV)/bin/distilvit caption $(DEMO)/model $(DEMO)/test-images/*.png
+	@echo "encoder: $(DEMO)/encoder  (pretraining accuracy: $(DEMO)/encoder/shapes_encoder.json)"
 	@echo "model:   $(DEMO)/model  (training curves: $(DEMO)/model/training_curves.png)"
 	@echo "report:  $(DEMO)/report/report.html  metrics: $(DEMO)/report/metrics.json"
 

@@ -1,7 +1,8 @@
 """Does the demo model look at the image? Train the `make demo` recipe twice, once normally and once blind
 (image features zeroed), evaluate both on the held-out `shapes` test split, and compare with a constant guess.
+Both use the same pretrained shapes encoder (`distilvit shapes-encoder`, run first unless --encoder is given).
 
-    python benchmarks/grounding.py [--out benchmarks/results] [--work /tmp/grounding]
+    python benchmarks/grounding.py [--out benchmarks/results] [--work /tmp/grounding] [--encoder DIR]
 
 Writes grounding.json, grounding.md and grounding.png to --out. Takes about twice the demo's training time.
 """
@@ -27,6 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "shapes-demo.args"
 KEYS = ("cider", "bleu_4", "rouge_l", "exact_match", "seen_scene_accuracy", "held_out_scene_accuracy",
         "colour_accuracy", "shape_accuracy", "size_accuracy", "count_accuracy")
+
+
+def pretrained_encoder(work: Path) -> Path:
+    """The demo's first step: pretrain the shapes encoder (default options)."""
+    out = work / "encoder"
+    if distilvit(["shapes-encoder", "--out", str(out)]) != 0:
+        raise SystemExit("pretraining the shapes encoder failed")
+    return out
 
 
 def train(work: Path, name: str, extra: list[str]) -> tuple[Path, float]:
@@ -57,11 +66,17 @@ def main() -> int:
     parser.add_argument("--seeing-model", default=None,
                         help="reuse a model already trained with the recipe (e.g. make demo's demo-output/model) "
                         "instead of training the seeing model again")
+    parser.add_argument("--encoder", default=None,
+                        help="the pretrained shapes encoder the models use (e.g. make demo's demo-output/encoder; "
+                        "default: pretrain one into --work)")
     args = parser.parse_args()
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"recipe": shlex.split(RECIPE.read_text(), comments=True), "machine": machine()}
+    encoder = Path(args.encoder) if args.encoder else pretrained_encoder(work)
+    results: dict = {"recipe": shlex.split(RECIPE.read_text(), comments=True), "encoder": str(encoder),
+                     "machine": machine()}
     for name, extra in (("seeing", []), ("blind", ["--blind"])):
+        extra = [*extra, "--encoder-model", str(encoder)]
         if name == "seeing" and args.seeing_model:
             model, seconds = Path(args.seeing_model), logged_train_seconds(Path(args.seeing_model))
         else:

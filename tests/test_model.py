@@ -274,8 +274,8 @@ def test_frozen_encoder_stays_in_eval_mode_while_training(tiny_dirs, tiny_lm):
 
 
 def test_resnet_inner_stage_with_pixel_shuffle(tiny_lm):
-    """The demo's encoder setting: the ResNet preset read at its second-to-last stage (6x6 at 96 px, 128 wide),
-    2x2 neighbours concatenated -> 9 tokens of 512 for the projection."""
+    """A finer grid at the same prefix length: the ResNet preset read at its second-to-last stage (6x6 at 96 px,
+    128 wide), 2x2 neighbours concatenated -> 9 tokens of 512 for the projection."""
     model, processor = build("scratch:resnet-tiny", tiny_lm, vision_feature_layer=-2, prefix_reduction="shuffle2")
     assert model.config.num_image_tokens == 9
     assert model.projection.norm.normalized_shape == (512,)

@@ -219,21 +219,47 @@ def _place(
     return ShapeObject(size, colour, shape, left, top, side)
 
 
-def render_scene(scene: Scene, image_size: int) -> Image.Image:
-    """Draw ``scene`` on a white ``image_size`` x ``image_size`` RGB image."""
+def render_scene(
+    scene: Scene, image_size: int, fills: Sequence[tuple[int, int, int] | None] | None = None
+) -> Image.Image:
+    """Draw ``scene`` on a white ``image_size`` x ``image_size`` RGB image.
+
+    ``fills`` (one RGB or ``None`` per object) paints objects in other colours than their names say; objects
+    may also have one of :data:`PRETRAINING_SHAPES`. Both serve encoder pretraining only
+    (:mod:`distilvit.training.shapes_encoder`); dataset scenes use neither.
+    """
     image = Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    for obj in scene.objects:
-        right, bottom = obj.left + obj.side - 1, obj.top + obj.side - 1
-        fill = COLOURS[obj.colour]
-        if obj.shape == "circle":
-            draw.ellipse((obj.left, obj.top, right, bottom), fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle((obj.left, obj.top, right, bottom), fill=fill)
-        else:
-            apex = (obj.left + (obj.side - 1) / 2, obj.top)
-            draw.polygon([apex, (obj.left, bottom), (right, bottom)], fill=fill)
+    for index, obj in enumerate(scene.objects):
+        fill = fills[index] if fills is not None and fills[index] is not None else COLOURS[obj.colour]
+        _draw_object(draw, obj, tuple(fill))
     return image
+
+
+#: Shapes outside the caption vocabulary, drawn only when pretraining encoders (to learn colour apart from shape).
+PRETRAINING_SHAPES: tuple[str, ...] = ("diamond", "hexagon", "cross")
+
+
+def _draw_object(draw: ImageDraw.ImageDraw, obj: ShapeObject, fill: tuple[int, int, int]) -> None:
+    left, top, last = obj.left, obj.top, obj.side - 1
+    right, bottom = left + last, top + last
+    mid_x, mid_y = left + last / 2, top + last / 2
+    if obj.shape == "circle":
+        draw.ellipse((left, top, right, bottom), fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle((left, top, right, bottom), fill=fill)
+    elif obj.shape == "triangle":
+        draw.polygon([(mid_x, top), (left, bottom), (right, bottom)], fill=fill)
+    elif obj.shape == "diamond":
+        draw.polygon([(mid_x, top), (right, mid_y), (mid_x, bottom), (left, mid_y)], fill=fill)
+    elif obj.shape == "hexagon":
+        draw.regular_polygon((mid_x, mid_y, last / 2), 6, fill=fill)
+    elif obj.shape == "cross":
+        third = last / 3
+        draw.rectangle((left + third, top, right - third, bottom), fill=fill)
+        draw.rectangle((left, top + third, right, bottom - third), fill=fill)
+    else:
+        raise DataError(f"cannot draw shape {obj.shape!r}")
 
 
 def _png(scene: Scene, image_size: int) -> bytes:
