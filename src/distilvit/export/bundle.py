@@ -24,6 +24,7 @@ from distilvit.export.manifest import (
 from distilvit.export.preprocess import RESAMPLE_NAMES
 from distilvit.export.quantize import RECIPES, apply_recipe, exact_recipes
 from distilvit.export.shared import share_weights
+from distilvit.export.simplify import decoder_probes, simplify_shapes
 from distilvit.model.modeling import DistilViTForCaptioning
 
 FILES = {"vision": "vision.onnx", "embed_tokens": "embed_tokens.onnx", "decoder": "decoder.onnx"}
@@ -137,7 +138,11 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
         for part, export in tqdm(steps, desc=f"exporting ({quantize})", unit="graph", disable=not progress):
             raw = Path(tmp) / f"{part}.fp32.onnx"
             export(raw)
-            held[part] = apply_recipe(onnx.load(str(raw)), recipes[part], part, vocab_size=dims["vocab_size"])
+            graph = onnx.load(str(raw))
+            if part == "decoder":  # fold the shape arithmetic of the dynamic axes (outputs bit-identical)
+                graph = simplify_shapes(graph, decoder_probes(dims))
+            held[part] = apply_recipe(graph, recipes[part], part, vocab_size=dims["vocab_size"])
+            del graph
             raw.unlink()
             if part == "vision":
                 _save(held.pop(part), staging / FILES[part])
