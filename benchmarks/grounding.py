@@ -66,6 +66,8 @@ def main() -> int:
     parser.add_argument("--seeing-model", default=None,
                         help="reuse a model already trained with the recipe (e.g. make demo's demo-output/model) "
                         "instead of training the seeing model again")
+    parser.add_argument("--blind-model", default=None,
+                        help="reuse a blind model already trained with the recipe and --blind (same encoder)")
     parser.add_argument("--encoder", default=None,
                         help="the pretrained shapes encoder the models use (e.g. make demo's demo-output/encoder; "
                         "default: pretrain one into --work)")
@@ -77,8 +79,9 @@ def main() -> int:
                      "machine": machine()}
     for name, extra in (("seeing", []), ("blind", ["--blind"])):
         extra = [*extra, "--encoder-model", str(encoder)]
-        if name == "seeing" and args.seeing_model:
-            model, seconds = Path(args.seeing_model), logged_train_seconds(Path(args.seeing_model))
+        reuse = {"seeing": args.seeing_model, "blind": args.blind_model}[name]
+        if reuse:
+            model, seconds = Path(reuse), logged_train_seconds(Path(reuse))
         else:
             model, seconds = train(work, name, extra)
         metrics = evaluate_model(str(model), ["shapes"], split="test", out_dir=work / name / "report",

@@ -115,3 +115,19 @@ def test_export_samples_writes_the_split_images(tmp_path, capsys):
     assert [f.name for f in files] == ["shapes-test-000000.png", "shapes-test-000001.png"]
     first = load_caption_dataset(["shapes"], "test")[0]["image"].convert("RGB")
     assert list(Image.open(files[0]).convert("RGB").getdata()) == list(first.getdata())
+
+
+def test_demo_recipe_is_valid_train_options():
+    """`make demo` passes configs/shapes-demo.args to `distilvit train`: every option must exist and parse, and the
+    recipe must read the pretrained encoder's layer that `distilvit shapes-encoder` trains by default."""
+    import shlex
+    from pathlib import Path
+
+    from distilvit.cli.main import build_parser
+
+    recipe = Path(__file__).resolve().parents[1] / "configs" / "shapes-demo.args"
+    args = build_parser().parse_args(["train", *shlex.split(recipe.read_text(), comments=True)])
+    defaults = build_parser().parse_args(["shapes-encoder", "--out", "x"])
+    assert args.encoder_model == "demo-output/encoder"
+    assert args.vision_feature_layer == defaults.feature_layer
+    assert args.decoder_model == "smollm2-gguf"
