@@ -64,7 +64,7 @@ class ShapesEncoderArgs:
     out: str
     encoder: str = "scratch:resnet-tiny"
     feature_layer: int = -1
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 64
     learning_rate: float = 3e-3
     eval_size: int = 200
