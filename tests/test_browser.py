@@ -222,7 +222,7 @@ def float_activation_copy(bundle: Path, folder: Path) -> Path:
     Its WebAssembly ``MatMulNBits`` has no int8-activation kernel and computes level-4 nodes in float32 (the
     int8 vision matmuls, ``MatMulInteger``, are integer arithmetic and equal everywhere), so on a level-4 bundle
     the page's captions are those of this copy (on a fragile random tiny model they differ from the native
-    level-4 ones; on the trained demo model level 4 keeps 95-97% of captions: docs/export.md)."""
+    level-4 ones; on the trained demo model level 4 keeps 95-98.5% of captions: docs/export.md)."""
     import onnx
 
     shutil.copytree(bundle, folder)
