@@ -35,7 +35,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from distilvit.training.shapes_encoder import ShapesEncoderArgs, pretrain_shapes_encoder
+    from distilvit.training.shapes_encoder import (
+        ShapesEncoderArgs,
+        pretrain_shapes_encoder,
+    )
 
     summary = pretrain_shapes_encoder(ShapesEncoderArgs(
         out=args.out, encoder=args.encoder, feature_layer=args.feature_layer, steps=args.steps,

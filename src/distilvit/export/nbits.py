@@ -99,6 +99,10 @@ def symmetric4_codes(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.uint8), best_scale.astype(np.float32)
 
 
+#: Arrays of at most this many elements are stored once per graph whatever their values (:meth:`GraphEditor._const`).
+SMALL_CONSTANT = 512
+
+
 def pack4(codes: np.ndarray) -> np.ndarray:
     """4-bit codes ``(..., 2m)`` -> bytes ``(..., m)``, first code in the low nibble (onnxruntime's layout)."""
     return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
@@ -115,19 +119,23 @@ class GraphEditor:
         self.new_inits: list[onnx.TensorProto] = []
         self.block_sums: dict[tuple[str, int, int], str] = {}  # (input, kb, block) -> summed tensor name
         self.used: set[str] = set()
-        self.fills: dict[tuple, str] = {}  # (dtype, shape, value) -> initializer of that constant array
-        self.small: dict[tuple, str] = {}  # (dtype, value) -> initializer of a small constant (int8 matmuls)
+        self.stored: dict[tuple, str] = {}  # key of a constant array (see _const) -> its initializer
+        self.int8_matmuls = 0  # symmetric4_int8_matmul calls so far (names their nodes)
 
     def _const(self, array: np.ndarray, name: str) -> str:
-        """A new initializer; arrays of one repeated value (zero points, shapes) are stored once per graph."""
-        if array.size and (array.size == 1 or (array.flat[0] == array).all()):
+        """A new initializer. Arrays of one repeated value (zero points) and small arrays (shapes, scalars, lookup
+        tables) are stored once per graph: an equal one already stored is returned instead."""
+        key = None
+        if array.size and (array.flat[0] == array).all():
             key = (array.dtype.str, array.shape, array.flat[0].item())
-            if key not in self.fills:
-                self.new_inits.append(nh.from_array(array, name))
-                self.fills[key] = name
-            return self.fills[key]
-        self.new_inits.append(nh.from_array(array, name))
-        return name
+        elif array.size <= SMALL_CONSTANT:
+            key = (array.dtype.str, array.shape, array.tobytes())
+        if key is None or key not in self.stored:
+            self.new_inits.append(nh.from_array(array, name))
+            if key is not None:
+                self.stored[key] = name
+            return name
+        return self.stored[key]
 
     def _scales(self, scale: np.ndarray, name: str, nodes: list) -> str:
         """Block scales: float16 where they are float16 values (stored in half the bytes, cast to float32 in the
@@ -218,25 +226,20 @@ class GraphEditor:
         if n % 2:
             columns = np.concatenate([columns, np.full((k, 1), 8, dtype=np.uint8)], axis=1)
         packed_codes = (columns[:, 0::2] | (columns[:, 1::2] << 4)).astype(np.uint8)  # (K, ceil(N / 2))
-        self.int8_count = getattr(self, "int8_count", 0) + 1
+        self.int8_matmuls += 1
         x, out, nodes = node.input[0], node.output[0], []
-        name = f"q4i8_{self.int8_count}"
+        name = f"q4i8_{self.int8_matmuls}"
 
         def op(kind, inputs, suffix, **attrs):
             nodes.append(helper.make_node(kind, inputs, [f"{name}_{suffix}"], name=f"{name}_{suffix}", **attrs))
             return f"{name}_{suffix}"
 
-        def const(value, dtype=np.float32):  # small constants, stored once per graph
-            key = (np.dtype(dtype).name, str(value))
-            if key not in self.small:
-                self.small[key] = self._const(np.array(value, dtype=dtype), f"nbits_const{len(self.small)}")
-            return self.small[key]
+        def const(value, dtype=np.float32):  # small constants: _const stores each value once per graph
+            return self._const(np.array(value, dtype=dtype), f"nbits_const{len(self.new_inits)}")
 
         f32 = onnx.TensorProto.FLOAT
-        if "nibble_table" not in self.small:  # byte -> (low - 8, high - 8), stored once per graph
-            self.small["nibble_table"] = self._const(
-                np.stack([np.arange(256) % 16, np.arange(256) // 16], -1).astype(np.float32) - 8, "nbits_nibble_table")
-        table = self.small["nibble_table"]
+        table = self._const(  # byte -> (low - 8, high - 8)
+            np.stack([np.arange(256) % 16, np.arange(256) // 16], -1).astype(np.float32) - 8, "nbits_nibble_table")
         index = op("Cast", [self._const(packed_codes, name + "_q4")], "index", to=onnx.TensorProto.INT32)
         centred = op("Gather", [table, index], "centred")  # (K, N' / 2, 2)
         if n % 2:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from distilvit.data.shapes import (
     BACKGROUND,
     COLOURS,
+    HELD_OUT_PAIRS,
     NUM_COLUMNS,
     PRETRAINING_SHAPES,
     SHAPES,
@@ -184,8 +185,6 @@ def _loss(logits: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def attribute_accuracy(encoder, head, scenes, processor, image_size, feature_layer, batch_size=100) -> dict:
     """Per-attribute accuracy over occupied columns, overall and on objects of held-out pairs."""
-    from distilvit.data.shapes import HELD_OUT_PAIRS
-
     encoder.eval()
     correct = {name: 0 for name in ATTRIBUTES}
     held_correct = {name: 0 for name in ATTRIBUTES}
