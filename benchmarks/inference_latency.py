@@ -2,12 +2,15 @@
 PyTorch eager, as an fp32 ONNX bundle and as the default quantised bundle, and the old cross-attention
 baseline (ViT-base + DistilGPT2-size decoder, `transformers` VisionEncoderDecoderModel `generate`).
 
-    python benchmarks/inference_latency.py [--tokens 20] [--images 5] [--repeats 3] [--quick]
+    python benchmarks/inference_latency.py [--tokens 20] [--images 5] [--repeats 3] [--threads 1,2] [--quick]
 
-Every system greedily decodes exactly --tokens new tokens (EOS is banned until then), so the numbers compare
+The systems take turns image by image (a slow spell of a shared machine hits all of them). Every system greedily
+decodes exactly --tokens new tokens (EOS is banned until then), so the numbers compare
 the same work. Timings include preprocessing and decoding the ids to text. Weights are random (latency does
 not depend on their values), except the real SmolLM2-135M (with LoRA merged). `--quick` is a smoke run with
-tiny models. Results: inference_latency.json and .md in --out. Run it on an otherwise idle machine.
+tiny models. Each thread count in --threads (default: one thread, and all cores) times every system with that many
+threads for torch and onnxruntime alike. Results: inference_latency.json and .md in --out. Run it on an otherwise
+idle machine.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from distilvit.export.manifest import DEFAULT_QUANTIZE
 from distilvit.model import CaptionerSpec, build_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
+EAGER = "distilvit, PyTorch eager"
 
 
 def scenes(count: int) -> list[Image.Image]:
@@ -37,18 +41,29 @@ def scenes(count: int) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)) for _ in range(count)]
 
 
-def timed(fn, images, repeats: int) -> dict:
-    """Milliseconds per image (batch 1) over ``repeats`` passes through ``images``, after one warm-up call."""
-    fn(images[0])
-    times = []
+def timed(systems: dict, images, repeats: int) -> dict:
+    """``{name: milliseconds per image}`` (batch 1) over ``repeats`` passes through ``images``, after one warm-up
+    call each. The systems take turns image by image, so a slow spell of a shared machine hits them all alike."""
+    for fn in systems.values():
+        fn(images[0])
+    times = {name: [] for name in systems}
     for _ in range(repeats):
         for image in images:
-            start = time.perf_counter()
-            fn(image)
-            times.append((time.perf_counter() - start) * 1000)
-    times.sort()
+            for name, fn in systems.items():
+                start = time.perf_counter()
+                fn(image)
+                times[name].append((time.perf_counter() - start) * 1000)
+    eager = times[EAGER]
+    return {name: _summary(values, eager) for name, values in times.items()}
+
+
+def _summary(times: list[float], eager: list[float]) -> dict:
+    """Median/mean/p90 ms, and the speed-up over eager paired turn by turn (the median of ``eager_i / times_i``
+    over the turns: the two ran seconds apart, so a slow spell of the machine cancels out)."""
+    ordered = sorted(times)
     return {"median_ms": round(statistics.median(times), 1), "mean_ms": round(statistics.mean(times), 1),
-            "p90_ms": round(times[int(0.9 * (len(times) - 1))], 1), "runs": len(times)}
+            "p90_ms": round(ordered[int(0.9 * (len(times) - 1))], 1), "runs": len(times),
+            "speedup_vs_eager": round(statistics.median(e / t for e, t in zip(eager, times)), 2)}
 
 
 def fixed_length(config: GenerationConfig, tokens: int) -> GenerationConfig:
@@ -72,8 +87,9 @@ def tiny_decoder(work: Path) -> str:
     return str(folder)
 
 
-def distilvit_systems(work: Path, quick: bool, tokens: int, threads: int) -> tuple[dict, dict]:
-    """``{name: caption function}`` for PyTorch eager and the two bundles, and the bundles' sizes."""
+def distilvit_systems(work: Path, quick: bool, tokens: int) -> tuple[dict, dict]:
+    """``({name: caption function or bundle folder}, bundle sizes)``: PyTorch eager, and the fp32 and default bundles
+    (folders: :func:`onnx_system` opens them at each thread count)."""
     torch.manual_seed(0)
     spec = CaptionerSpec(encoder="scratch:siglip-tiny" if quick else "scratch:siglip-base",
                          decoder=tiny_decoder(work) if quick else "smollm2-gguf")
@@ -92,15 +108,17 @@ def distilvit_systems(work: Path, quick: bool, tokens: int, threads: int) -> tup
         assert ids.shape[1] == tokens
         return processor.decode(ids)
 
-    systems, sizes = {"distilvit, PyTorch eager": eager}, {}
+    systems, sizes = {EAGER: eager}, {}
     for option in ("none", DEFAULT_QUANTIZE):
         bundle = work / f"bundle-{option}"
         sizes[option] = export_bundle(folder, bundle, quantize=option, progress=False)["sizes_mb"]
-        captioner = OnnxCaptioner(bundle, threads=threads)
-        label = "fp32" if option == "none" else option
-        systems[f"distilvit, ONNX {label}"] = (
-            lambda image, c=captioner: c.caption([image], max_new_tokens=tokens, min_new_tokens=tokens))
+        systems[f"distilvit, ONNX {'fp32' if option == 'none' else option}"] = bundle
     return systems, sizes
+
+
+def onnx_system(bundle: Path, tokens: int, threads: int):
+    captioner = OnnxCaptioner(bundle, threads=threads)
+    return lambda image: captioner.caption([image], max_new_tokens=tokens, min_new_tokens=tokens)
 
 
 def baseline_system(quick: bool, tokens: int):
@@ -135,16 +153,23 @@ def baseline_system(quick: bool, tokens: int):
 
 def markdown(results: dict) -> str:
     host = results["machine"]
+    counts = list(results["latency"])
     lines = [
         f"# Captioning latency per image (batch 1, greedy, {results['tokens']} new tokens)\n",
-        (f"Machine: {host['processor']}, {results['threads']} threads, torch {host['torch']}, onnxruntime "
-         f"{host['onnxruntime']}; load average before the run {results['load_average_before']}.\n"),
-        "| system | median ms | mean ms | p90 ms | vs PyTorch eager |", "|---|---|---|---|---|",
+        (f"Machine: {host['processor']}, torch {host['torch']}, onnxruntime {host['onnxruntime']}; the same threads for "
+         f"torch and onnxruntime in each column; load average before the run {results['load_average_before']}.\n"),
+        ("Speed-up: the median over the turns of eager's time over the system's time for the same image, a few "
+         "seconds apart (robust to the shared machine's slow spells); medians of each system's own times beside.\n"),
+        "| system | " + " | ".join(f"{t} thread{'s' * (t != '1')}: median ms | speed-up vs PyTorch eager"
+                                   for t in counts) + " |",
+        "|---|" + "---|---|" * len(counts),
     ]
-    eager = results["latency"]["distilvit, PyTorch eager"]["median_ms"]
-    for name, row in results["latency"].items():
-        lines.append(f"| {name} | {row['median_ms']} | {row['mean_ms']} | {row['p90_ms']} | "
-                     f"{eager / row['median_ms']:.2f}x |")
+    for name in results["latency"][counts[0]]:
+        cells = []
+        for t in counts:
+            row = results["latency"][t][name]
+            cells += [f"{row['median_ms']} (p90 {row['p90_ms']})", f"{row['speedup_vs_eager']:.2f}x"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Bundle sizes (MB; shared: `table.bin`, read by embed_tokens and decoder, counted once):", "",
               "| --quantize | vision | embed_tokens | decoder | shared | total |", "|---|---|---|---|---|---|"]
     for option, sizes in results["bundle_sizes_mb"].items():
@@ -153,12 +178,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def thread_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"--threads takes positive integers separated by commas, got {text!r}")
+    return list(dict.fromkeys(counts))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=20, help="new tokens per caption (fixed for every system)")
     parser.add_argument("--images", type=int, default=5, help="distinct images per pass")
     parser.add_argument("--repeats", type=int, default=3, help="passes over the images")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for torch and onnxruntime")
+    parser.add_argument("--threads", type=thread_counts, default=thread_counts(f"1,{os.cpu_count()}"),
+                        help="thread counts to time, comma-separated; each is used for torch and onnxruntime alike "
+                             "(default: 1 and all cores)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny models, 5 tokens, 2 images, 1 pass")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results; --quick: a temp folder)")
     parser.add_argument("--work", default="/tmp/distilvit-latency", help="scratch folder for models and bundles")
@@ -172,20 +209,23 @@ def main() -> int:
     load = os.getloadavg()[0]
     if load > 1.5:
         print(f"warning: load average {load:.1f}: other jobs are running, timings will be inflated")
-    torch.set_num_threads(args.threads)
     import onnxruntime
 
     images = scenes(args.images)
-    systems, sizes = distilvit_systems(work, args.quick, args.tokens, args.threads)
+    systems, sizes = distilvit_systems(work, args.quick, args.tokens)
     systems["baseline: ViT-base + DistilGPT2-size (cross-attention), PyTorch generate"] = baseline_system(
         args.quick, args.tokens)
     results = {"tokens": args.tokens, "threads": args.threads, "quick": args.quick,
                "load_average_before": round(load, 2),
                "machine": {**machine(), "onnxruntime": onnxruntime.__version__},
                "latency": {}, "bundle_sizes_mb": sizes}
-    for name, fn in systems.items():
-        results["latency"][name] = timed(fn, images, args.repeats)
-        print(name, results["latency"][name], flush=True)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        fns = {name: onnx_system(system, args.tokens, threads) if isinstance(system, Path) else system
+               for name, system in systems.items()}
+        results["latency"][str(threads)] = timed(fns, images, args.repeats)
+        for name, row in results["latency"][str(threads)].items():
+            print(f"{threads} threads:", name, row, flush=True)
     (out / "inference_latency.json").write_text(json.dumps(results, indent=2))
     (out / "inference_latency.md").write_text(markdown(results))
     print(markdown(results))

@@ -72,8 +72,9 @@ def test_bundle_files_and_manifest(bundles, torch_model):
     start, count = manifest["image_token_start"], manifest["num_image_tokens"]
     assert count == model.config.num_image_tokens
     assert manifest["prompt_ids"][start : start + count] == [manifest["image_token_id"]] * count
-    assert manifest["decoder"] == {"num_layers": 2, "num_kv_heads": 2, "head_dim": 8, "hidden_size": 32,
-                                   "vocab_size": model.config.text_config.vocab_size}
+    assert manifest["decoder"] == {"num_layers": 2, "num_kv_heads": 2, "head_dim": 16, "hidden_size": 32,
+                                   "vocab_size": model.config.text_config.vocab_size,
+                                   "attention": "GroupQueryAttention", "max_positions": 128}
     assert manifest["eos_token_ids"] == [processor.tokenizer.eos_token_id]
     assert manifest["quantization"] == {"vision": "fp32", "embed_tokens": "fp32", "decoder": "fp32"}
     assert manifest["sizes_mb"]["total"] == pytest.approx(sum(manifest["sizes_mb"][p] for p in manifest["files"]))
@@ -153,6 +154,11 @@ def test_bad_decoding_arguments_are_clear_errors(bundles):
             captioner.caption(images(1), **bad)
     with pytest.raises(DistilViTError, match="PIL image"):
         captioner.caption(["not an image"])
+    room = 128 - len(captioner.prompt_ids)  # the tiny LM's 128 positions
+    with pytest.raises(DistilViTError, match=f"covers 128 positions .* at most {room}"):
+        captioner.caption(images(1), max_new_tokens=room + 1)
+    assert len(captioner.generate_ids(preprocess(images(1), captioner.manifest["image"]), max_new_tokens=room,
+                                      min_new_tokens=room)[0]) == room
 
 
 def test_min_new_tokens_forces_the_length(bundles):

@@ -61,15 +61,16 @@ def _common(tokenizer) -> dict:
 
 
 LM_BUILDERS = {
+    # head width 16: the smallest onnxruntime's GroupQueryAttention rotates (export/attention.py)
     "llama": lambda c: LlamaForCausalLM(LlamaConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=128, tie_word_embeddings=True, **c)),
+        head_dim=16, max_position_embeddings=128, tie_word_embeddings=True, **c)),
     "gpt2": lambda c: GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **c)),
     "opt": lambda c: OPTForCausalLM(OPTConfig(
         hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32,
         max_position_embeddings=128, **c)),
     "qwen2": lambda c: Qwen2ForCausalLM(Qwen2Config(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
         max_position_embeddings=128, **c)),
 }
 

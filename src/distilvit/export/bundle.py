@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from distilvit import __version__
 from distilvit.errors import ModelError
-from distilvit.export import graphs
+from distilvit.export import attention, graphs
 from distilvit.export.manifest import (
     FORMAT,
     FORMAT_VERSION,
@@ -126,6 +126,10 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
     if model.has_lora() and recipes["decoder"].merge_lora:
         model.merge_lora()
     dims = graphs.decoder_dims(model.language_model)
+    gqa = attention.supports_gqa(model.language_model)
+    dims["attention"] = "GroupQueryAttention" if gqa else "eager"
+    dims["max_positions"] = (attention.max_positions(model.language_model) if gqa
+                             else getattr(model.language_model.config, "max_position_embeddings", None))
     manifest = build_manifest(model, processor, dims, recipes, source=str(Path(model_dir).expanduser().resolve()))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
@@ -133,7 +137,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
         staging.mkdir()
         steps = [("vision", lambda p: graphs.export_vision(model, p, tuple(manifest["image"]["size"]))),
                  ("embed_tokens", lambda p: graphs.export_embed_tokens(model, p)),
-                 ("decoder", lambda p: graphs.export_decoder(model.language_model, p, dims))]
+                 ("decoder", lambda p: graphs.export_decoder(model.language_model, p, dims, gqa=gqa))]
         held = {}  # embed_tokens is saved with the decoder: they may share the table (shared.py)
         for part, export in tqdm(steps, desc=f"exporting ({quantize})", unit="graph", disable=not progress):
             raw = Path(tmp) / f"{part}.fp32.onnx"

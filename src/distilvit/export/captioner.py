@@ -133,6 +133,7 @@ class OnnxCaptioner:
     ) -> list[list[int]]:
         """Caption token ids (EOS dropped) for ``(B, 3, H, W)`` pixel values."""
         max_new = max_new_tokens if max_new_tokens is not None else self.manifest["generation"]["max_new_tokens"]
+        self._check_length(max_new)
         embeds = self.prompt_embeds(pixel_values)
         eos = self.manifest["eos_token_ids"]
         if num_beams == 1:
@@ -140,6 +141,13 @@ class OnnxCaptioner:
         return beam_search(
             self.decoder, embeds, eos_ids=eos, max_new_tokens=max_new, num_beams=num_beams, length_penalty=length_penalty
         )
+
+    def _check_length(self, max_new: int) -> None:
+        limit = self.manifest["decoder"].get("max_positions")  # bundles of format 2 written before it: no limit
+        if limit is not None and len(self.prompt_ids) + max_new > limit:
+            raise DistilViTError(
+                f"max_new_tokens {max_new} is too many for this bundle: its decoder covers {limit} positions and the "
+                f"prompt takes {len(self.prompt_ids)}; ask for at most {limit - len(self.prompt_ids)}.")
 
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Token ids -> captions (special tokens skipped, whitespace stripped)."""

@@ -14,10 +14,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 from torch import nn
 from transformers import DynamicCache
 
+from distilvit.export import activations, attention
 from distilvit.model.modeling import DistilViTForCaptioning
 
 OPSET = 17
@@ -55,14 +57,19 @@ class DecoderGraph(nn.Module):
 
     ``past`` holds ``2 L`` tensors ``(B, H_kv, P, d_head)`` (key then value per layer); ``logits`` are
     ``(B, 1, V)``, for the last position only (all a decoding loop needs; full-vocabulary logits for a
-    200-token prompt would cost more than the rest of the prefill).
+    200-token prompt would cost more than the rest of the prefill). ``gqa``: each layer's attention as one
+    ``GroupQueryAttention`` node (:mod:`.attention`; decoder families it supports), else the traced eager
+    attention with a ``transformers`` cache.
     """
 
-    def __init__(self, language_model: nn.Module):
+    def __init__(self, language_model: nn.Module, gqa: bool = False):
         super().__init__()
         self.lm = language_model
+        self.gqa = gqa
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        if self.gqa:
+            return self._forward_gqa(inputs_embeds, attention_mask, position_ids, past)
         layers = [(past[i], past[i + 1]) for i in range(0, len(past), 2)]
         out = self.lm(
             inputs_embeds=inputs_embeds,
@@ -77,20 +84,38 @@ class DecoderGraph(nn.Module):
             present += [layer.keys, layer.values]
         return (out.logits, *present)
 
+    def _forward_gqa(self, inputs_embeds, attention_mask, position_ids, past):
+        state = attention.cache_state(self.lm, attention_mask, past)
+        with attention.gqa_attention(self.lm):
+            out = self.lm(
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention.attention_bias(attention_mask, inputs_embeds.shape[1]),
+                position_ids=position_ids,
+                use_cache=False,
+                logits_to_keep=1,
+                gqa_state=state,
+            )
+        return (out.logits, *state.present)
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict) -> None:
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str], axes: dict,
+            contrib_ops: bool = False) -> None:
+    """``contrib_ops``: the graph has onnxruntime ``com.microsoft`` nodes (declare their opset)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer and deprecation warnings about the TorchScript exporter
         torch.onnx.export(
             module.eval(), args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            custom_opsets={attention.DOMAIN: 1} if contrib_ops else None,
         )
 
 
 def export_vision(model: DistilViTForCaptioning, path: Path, image_size: tuple[int, int]) -> None:
+    """Export encoder + projection as ``vision.onnx``; tanh/quick GELUs as one contrib node each (:mod:`.activations`)."""
     pixels = torch.zeros(2, 3, *image_size)
-    _export(VisionGraph(model), (pixels,), path, ["pixel_values"], ["image_tokens"],
-            {"pixel_values": {0: "batch"}, "image_tokens": {0: "batch"}})
+    with activations.fused_activations(model) as fused:
+        _export(VisionGraph(model), (pixels,), path, ["pixel_values"], ["image_tokens"],
+                {"pixel_values": {0: "batch"}, "image_tokens": {0: "batch"}}, contrib_ops=fused > 0)
 
 
 def export_embed_tokens(model: DistilViTForCaptioning, path: Path) -> None:
@@ -117,8 +142,12 @@ def decoder_dims(language_model: nn.Module) -> dict:
             "vocab_size": logits.shape[-1]}
 
 
-def export_decoder(language_model: nn.Module, path: Path, dims: dict) -> None:
-    """Export the LM (LoRA already merged) as ``decoder.onnx``; traced at ``B=2, S=3, P=2``."""
+def export_decoder(language_model: nn.Module, path: Path, dims: dict, gqa: bool | None = None) -> None:
+    """Export the LM (LoRA already merged) as ``decoder.onnx``; traced at ``B=2, S=3, P=2``.
+
+    ``gqa``: attention as ``GroupQueryAttention`` nodes (default: where :func:`attention.supports_gqa`).
+    """
+    gqa = attention.supports_gqa(language_model) if gqa is None else gqa
     batch, new, seen = 2, 3, 2
     past = [torch.zeros(batch, dims["num_kv_heads"], seen, dims["head_dim"]) for _ in range(2 * dims["num_layers"])]
     args = (
@@ -132,4 +161,9 @@ def export_decoder(language_model: nn.Module, path: Path, dims: dict) -> None:
             "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
     axes.update({name: {0: "batch", 2: "past_sequence"} for name in inputs[3:]})
     axes.update({name: {0: "batch", 2: "total_sequence"} for name in outputs[1:]})
-    _export(DecoderGraph(language_model), args, path, inputs, outputs, axes)
+    _export(DecoderGraph(language_model, gqa=gqa), args, path, inputs, outputs, axes, contrib_ops=gqa)
+    if gqa:
+        graph = onnx.load(str(path), load_external_data=False)  # weights of a > 2 GB LM stay where they are
+        attention.fill_optional_inputs(graph)
+        attention.keep_position_ids(graph)
+        onnx.save(graph, str(path))

@@ -9,16 +9,18 @@ captions kept). HQQ's float zero points are exact but run on a slow path (measur
 float32 on this CPU). So:
 
 * ``affine`` (4 or 8 bits): ``q = round((w - min) / s)``, ``s = (max - min) / (2^bits - 1)`` per block;
-  ``x @ W = MatMulNBits(x, q, s, zero point 0) + blocksum(x) @ M`` where ``M`` holds the block minima
-  (``(K / block, N)``); minima and 4-bit scales are stored as float16, as GGUF stores them. Exact for Q4_1
-  weights at 4 bits (and at 8 bits, where ``q8 = 17 q4``), ordinary asymmetric quantisation otherwise.
+  ``x @ W = MatMulNBits(x, q, s) + blocksum(x) @ (M + 8 S)`` where ``M`` holds the block minima and ``S`` the
+  scales (``(K / block, N)``; ``MatMulNBits`` computes ``s (q - 8)`` at its default zero point, which runs 1.6x
+  faster than with a zero-point input; the offsets are folded to a constant by onnxruntime at load time); minima
+  and 4-bit scales are stored as float16, as GGUF stores them. Exact for Q4_1 weights at 4 bits (and at 8 bits,
+  where ``q8 = 17 q4``), ordinary asymmetric quantisation otherwise.
 * ``symmetric4``: ``q`` in -8..7 with a float16 scale per block (searched for the least error), run as one
   ``MatMulNBits`` with its default zero point 8: no minima, no offset branch (4.5 bits a weight at blocks of
   32, 4.25 at 64, against 5 for ``affine``). Not exact for any GGUF grid: for the vision encoder.
 * ``symmetric8``: ``q = round(w / s)``, ``s = absmax / 127`` per block, exact for Q8_0. 8-bit
   ``MatMulNBits`` has no fast float kernel here, so the 8-bit codes are split into two 4-bit nibbles:
-  ``x @ W = MatMulNBits(x, hi, 16 s, zero point 8) + MatMulNBits(x, lo, s, zero point 0)`` (``16 s``
-  computed in the graph from the stored ``s``); the embedding
+  ``x @ W = MatMulNBits(x, hi, 16 s) + MatMulNBits(x, lo, s) + blocksum(x) @ 8 S`` (both at the default zero
+  point 8; ``16 s`` computed in the graph from the stored ``s``); the embedding
   lookup is the same split over two 4-bit ``GatherBlockQuantized`` with the same bytes, so a tied table and
   output head can share one copy of them (:mod:`distilvit.export.shared`).
 
@@ -153,19 +155,39 @@ class GraphEditor:
         nodes.append(helper.make_node("Mul", [scales, factor], [scales + "_x16"], name=scales + "_x16"))
         return scales + "_x16"
 
-    def _nbits(self, x: str, codes: np.ndarray, scale: np.ndarray | str, zero: int | None, name: str, out: str,
-               nodes: list) -> None:
-        """One 4-bit ``MatMulNBits``; ``zero=None`` keeps the default zero point 8. ``scale``: an array, or the
-        name of a float32 ``(N * kb,)`` tensor already in the graph."""
+    def _nbits(self, x: str, codes: np.ndarray, scale: np.ndarray | str, name: str, out: str, nodes: list) -> None:
+        """One 4-bit ``MatMulNBits`` with its default zero point 8 (``x @ ((codes - 8) s)``); ``scale``: an
+        array, or the name of a float32 ``(N * kb,)`` tensor already in the graph. No zero-point input: with one,
+        onnxruntime's kernel runs about 1.6x slower (``docs/export.md``)."""
         n, kb, block = codes.shape
         if not isinstance(scale, str):
             scale = self._scales(scale.reshape(-1), name + "_scales", nodes)
-        inputs = [x, self._const(pack4(codes), name + "_q4"), scale]
-        if zero is not None:
-            zeros = np.full((n, (kb + 1) // 2), zero | (zero << 4), dtype=np.uint8)
-            inputs.append(self._const(zeros, name + "_zeros"))
-        nodes.append(helper.make_node("MatMulNBits", inputs, [out], name=name, domain=MS, K=kb * block, N=n, bits=4,
-                                      block_size=block))
+        nodes.append(helper.make_node("MatMulNBits", [x, self._const(pack4(codes), name + "_q4"), scale], [out],
+                                      name=name, domain=MS, K=kb * block, N=n, bits=4, block_size=block))
+
+    def _offsets(self, scales: str, shape: tuple[int, int], shift: float, minima: np.ndarray | None, name: str,
+                 nodes: list) -> str:
+        """``(kb, N)`` float32 block offsets ``shift * s (+ minima)`` from the ``(N * kb,)`` scales already in the
+        graph and the float16 ``minima (kb, N)``: constant-only nodes that onnxruntime folds at load time."""
+        n, kb = shape
+        grid = self._const(np.array([n, kb], dtype=np.int64), name + "_grid")
+        factor = self._const(np.array(shift, dtype=np.float32), f"nbits_shift{shift:g}")
+        nodes += [helper.make_node("Reshape", [scales, grid], [name + "_s_nk"], name=name + "_s_nk"),
+                  helper.make_node("Transpose", [name + "_s_nk"], [name + "_s_kn"], name=name + "_s_kn", perm=[1, 0]),
+                  helper.make_node("Mul", [name + "_s_kn", factor], [name + "_shift"], name=name + "_shift")]
+        if minima is None:
+            return name + "_shift"
+        stored = self._const(minima.astype(np.float16), name + "_minima_fp16")
+        nodes += [helper.make_node("Cast", [stored], [name + "_minima"], name=name + "_cast", to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Add", [name + "_minima", name + "_shift"], [name + "_offsets"], name=name + "_offsets")]
+        return name + "_offsets"
+
+    def _offset_branch(self, x: str, offsets: str, kb: int, block: int, partial: str, out: str, name: str,
+                       nodes: list) -> None:
+        """``out = partial + blocksum(x) @ offsets``."""
+        summed = self._block_sum(x, kb, block, nodes)
+        nodes += [helper.make_node("MatMul", [summed, offsets], [out + "_offset"], name=name + "_offset"),
+                  helper.make_node("Add", [partial, out + "_offset"], [out], name=name + "_sum")]
 
     def _block_sum(self, x: str, kb: int, block: int, nodes: list) -> str:
         """``(B, T, K)`` -> ``(B, T, kb)`` sums of ``x`` over each block (computed once per input tensor)."""
@@ -180,22 +202,22 @@ class GraphEditor:
         return self.block_sums[key]
 
     def affine_matmul(self, node: onnx.NodeProto, bits: int, block: int) -> None:
-        """``x @ W`` -> 4-bit (or two-nibble 8-bit) codes + block minima branch (inputs of rank 3)."""
+        """``x @ W`` -> 4-bit (or two-nibble 8-bit) codes at the default zero point + block offsets branch (inputs
+        of rank 3). ``w = s q + m`` with ``q = 16 h + l`` at 8 bits; the kernels compute ``s (q - 8)`` (4 bits) or
+        ``16 s (h - 8) + s (l - 8) = s (q - 136)`` (8 bits), so the offsets are ``m + 8 s`` or ``m + 136 s``."""
         weight = nh.to_array(self.weights[node.input[1]])
         codes, scale, low = affine_codes(_blocks(weight, block), bits)
         x, out, name, nodes = node.input[0], node.output[0], node.name or node.output[0], []
+        n, kb, _ = codes.shape
+        scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
         if bits == 4:
-            self._nbits(x, codes, scale, 0, name + "_nbits", out + "_codes", nodes)
+            self._nbits(x, codes, scales, name + "_nbits", out + "_codes", nodes)
         else:
-            scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
-            self._nbits(x, codes >> 4, self._times16(scales, nodes), 0, name + "_hi", out + "_hi", nodes)
-            self._nbits(x, codes & 15, scales, 0, name + "_lo", out + "_lo", nodes)
+            self._nbits(x, codes >> 4, self._times16(scales, nodes), name + "_hi", out + "_hi", nodes)
+            self._nbits(x, codes & 15, scales, name + "_lo", out + "_lo", nodes)
             nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
-        summed = self._block_sum(x, codes.shape[1], block, nodes)
-        minima = self._const(low.T.astype(np.float16), name + "_minima_fp16")
-        nodes += [helper.make_node("Cast", [minima], [name + "_minima"], name=name + "_cast", to=onnx.TensorProto.FLOAT),
-                  helper.make_node("MatMul", [summed, name + "_minima"], [out + "_offset"], name=name + "_offset"),
-                  helper.make_node("Add", [out + "_codes", out + "_offset"], [out], name=name + "_sum")]
+        offsets = self._offsets(scales, (n, kb), 8 if bits == 4 else 136, low.T, name, nodes)
+        self._offset_branch(x, offsets, kb, block, out + "_codes", out, name, nodes)
         self._replace(node, nodes)
 
     def symmetric4_matmul(self, node: onnx.NodeProto, block: int) -> None:
@@ -203,7 +225,7 @@ class GraphEditor:
         weight = nh.to_array(self.weights[node.input[1]])
         codes, scale = symmetric4_codes(_blocks(weight, block))
         nodes = []
-        self._nbits(node.input[0], codes, scale, None, (node.name or node.output[0]) + "_nbits", node.output[0], nodes)
+        self._nbits(node.input[0], codes, scale, (node.name or node.output[0]) + "_nbits", node.output[0], nodes)
         self._replace(node, nodes)
 
     def symmetric4_int8_matmul(self, node: onnx.NodeProto, block: int) -> None:
@@ -263,14 +285,19 @@ class GraphEditor:
         self._replace(node, nodes)
 
     def symmetric8_matmul(self, node: onnx.NodeProto, block: int) -> None:
-        """``x @ W`` -> two 4-bit ``MatMulNBits`` over the high and low nibbles of 8-bit symmetric codes."""
+        """``x @ W`` -> two 4-bit ``MatMulNBits`` over the high and low nibbles of 8-bit symmetric codes, both at
+        the default zero point: ``16 s (h - 8) + s (l - 8) = s (q - 8)`` for codes ``q + 128 = 16 h + l``, plus a
+        block-sum branch adding the ``8 s`` back."""
         weight = nh.to_array(self.weights[node.input[1]])
         codes, scale = symmetric8_codes(_blocks(weight, block))
         x, out, name, nodes = node.input[0], node.output[0], node.name or node.output[0], []
+        n, kb, _ = codes.shape
         scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
-        self._nbits(x, codes >> 4, self._times16(scales, nodes), None, name + "_hi", out + "_hi", nodes)  # (hi - 8) 16 s
-        self._nbits(x, codes & 15, scales, 0, name + "_lo", out + "_lo", nodes)
-        nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out], name=name + "_add"))
+        self._nbits(x, codes >> 4, self._times16(scales, nodes), name + "_hi", out + "_hi", nodes)
+        self._nbits(x, codes & 15, scales, name + "_lo", out + "_lo", nodes)
+        nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
+        offsets = self._offsets(scales, (n, kb), 8, None, name, nodes)
+        self._offset_branch(x, offsets, kb, block, out + "_codes", out, name, nodes)
         self._replace(node, nodes)
 
     def symmetric8_gather(self, node: onnx.NodeProto, block: int) -> None:
