@@ -21,7 +21,8 @@ from transformers.activations import (
     QuickGELUActivation,
 )
 
-DOMAIN = "com.microsoft"
+from distilvit.export.nbits import MS
+
 QUICK_GELU_ALPHA = 1.702
 
 
@@ -34,7 +35,7 @@ class FastGelu(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x):
-        out = g.op(f"{DOMAIN}::FastGelu", x)
+        out = g.op(f"{MS}::FastGelu", x)
         out.setType(x.type())
         return out
 
@@ -48,7 +49,7 @@ class QuickGelu(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x):
-        out = g.op(f"{DOMAIN}::QuickGelu", x, alpha_f=QUICK_GELU_ALPHA)
+        out = g.op(f"{MS}::QuickGelu", x, alpha_f=QUICK_GELU_ALPHA)
         out.setType(x.type())
         return out
 

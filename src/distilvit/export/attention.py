@@ -38,11 +38,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from onnx import TensorProto, helper
 from torch import nn
 from transformers import AttentionInterface
 
+from distilvit.export.nbits import MS
+
 IMPLEMENTATION = "distilvit_onnx_gqa"
-DOMAIN = "com.microsoft"
 # decoder families whose attention is plain causal softmax attention over (past + new) after rotary embedding
 MODEL_TYPES = {"llama", "qwen2", "qwen3"}
 STATIC_ROPE = {"default", "linear", "llama3"}  # rotary tables that do not depend on the sequence length
@@ -119,7 +121,7 @@ class GroupQueryAttention(torch.autograd.Function):
                  scale):
         # the optional position_ids input (between sin and bias) is inserted as an empty name by
         # ``fill_optional_inputs`` after export
-        outputs = g.op(f"{DOMAIN}::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
+        outputs = g.op(f"{MS}::GroupQueryAttention", query, key, value, past_key, past_value, seqlens_k, total,
                        cos, sin, bias, num_heads_i=num_heads, kv_num_heads_i=kv_heads, scale_f=scale, do_rotary_i=1,
                        outputs=3)
         for out, like in zip(outputs, (query, past_key, past_value)):  # output types (float32, rank 3 / 4)
@@ -194,7 +196,7 @@ def gqa_attention(language_model: nn.Module):
 def fill_optional_inputs(model) -> None:
     """Move each ``GroupQueryAttention``'s bias to input 10 (after an empty ``position_ids``)."""
     for node in model.graph.node:
-        if node.op_type == "GroupQueryAttention" and node.domain == DOMAIN and len(node.input) == 10:
+        if node.op_type == "GroupQueryAttention" and node.domain == MS and len(node.input) == 10:
             bias = node.input[9]
             del node.input[9:]
             node.input.extend(["", bias])
@@ -203,8 +205,6 @@ def fill_optional_inputs(model) -> None:
 def keep_position_ids(model) -> None:
     """Put back the ``position_ids (B, S)`` input the exporter drops as unread, at its place (third): every
     ``decoder.onnx`` takes the same inputs, whichever attention it runs."""
-    from onnx import TensorProto, helper
-
     inputs = model.graph.input
     if any(i.name == "position_ids" for i in inputs):
         return

@@ -20,6 +20,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from distilvit.export import activations, attention
+from distilvit.export.nbits import MS
 from distilvit.model.modeling import DistilViTForCaptioning
 
 OPSET = 17
@@ -106,7 +107,7 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
         torch.onnx.export(
             module.eval(), args, str(path), input_names=inputs, output_names=outputs, dynamic_axes=axes,
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
-            custom_opsets={attention.DOMAIN: 1} if contrib_ops else None,
+            custom_opsets={MS: 1} if contrib_ops else None,
         )
 
 

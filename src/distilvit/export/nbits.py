@@ -165,6 +165,12 @@ class GraphEditor:
         nodes.append(helper.make_node("MatMulNBits", [x, self._const(pack4(codes), name + "_q4"), scale], [out],
                                       name=name, domain=MS, K=kb * block, N=n, bits=4, block_size=block))
 
+    def _two_nibbles(self, x: str, codes: np.ndarray, scales: str, name: str, out: str, nodes: list) -> None:
+        """8-bit codes ``16 h + l`` as two 4-bit ``MatMulNBits`` added: ``out_codes = 16 s (h - 8) + s (l - 8)``."""
+        self._nbits(x, codes >> 4, self._times16(scales, nodes), name + "_hi", out + "_hi", nodes)
+        self._nbits(x, codes & 15, scales, name + "_lo", out + "_lo", nodes)
+        nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
+
     def _offsets(self, scales: str, shape: tuple[int, int], shift: float, minima: np.ndarray | None, name: str,
                  nodes: list) -> str:
         """``(kb, N)`` float32 block offsets ``shift * s (+ minima)`` from the ``(N * kb,)`` scales already in the
@@ -213,9 +219,7 @@ class GraphEditor:
         if bits == 4:
             self._nbits(x, codes, scales, name + "_nbits", out + "_codes", nodes)
         else:
-            self._nbits(x, codes >> 4, self._times16(scales, nodes), name + "_hi", out + "_hi", nodes)
-            self._nbits(x, codes & 15, scales, name + "_lo", out + "_lo", nodes)
-            nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
+            self._two_nibbles(x, codes, scales, name, out, nodes)
         offsets = self._offsets(scales, (n, kb), 8 if bits == 4 else 136, low.T, name, nodes)
         self._offset_branch(x, offsets, kb, block, out + "_codes", out, name, nodes)
         self._replace(node, nodes)
@@ -247,7 +251,7 @@ class GraphEditor:
         columns = codes.reshape(n, k).T  # (K, N)
         if n % 2:
             columns = np.concatenate([columns, np.full((k, 1), 8, dtype=np.uint8)], axis=1)
-        packed_codes = (columns[:, 0::2] | (columns[:, 1::2] << 4)).astype(np.uint8)  # (K, ceil(N / 2))
+        packed_codes = pack4(columns)  # (K, ceil(N / 2))
         self.int8_matmuls += 1
         x, out, nodes = node.input[0], node.output[0], []
         name = f"q4i8_{self.int8_matmuls}"
@@ -293,9 +297,7 @@ class GraphEditor:
         x, out, name, nodes = node.input[0], node.output[0], node.name or node.output[0], []
         n, kb, _ = codes.shape
         scales = self._scales(scale.reshape(-1), name + "_scales", nodes)
-        self._nbits(x, codes >> 4, self._times16(scales, nodes), name + "_hi", out + "_hi", nodes)
-        self._nbits(x, codes & 15, scales, name + "_lo", out + "_lo", nodes)
-        nodes.append(helper.make_node("Add", [out + "_hi", out + "_lo"], [out + "_codes"], name=name + "_add"))
+        self._two_nibbles(x, codes, scales, name, out, nodes)
         offsets = self._offsets(scales, (n, kb), 8, None, name, nodes)
         self._offset_branch(x, offsets, kb, block, out + "_codes", out, name, nodes)
         self._replace(node, nodes)
