@@ -15,7 +15,12 @@ if "DISTILVIT_FEATURE_CACHE" not in os.environ:
     os.environ["DISTILVIT_FEATURE_CACHE"] = tempfile.mkdtemp(prefix="distilvit-test-features-")
 
 import pytest
+from java import check_java
 from PIL import Image
+
+
+def pytest_runtest_setup(item):
+    check_java(item)  # Java metric tests: skip without Java, fail under CI (tests/java.py)
 
 
 def encode_image(colour: tuple[int, int, int], fmt: str = "PNG", size: int = 16) -> bytes:

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import pytest
+from java import HAVE_JAVA, needs_java
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -25,8 +26,6 @@ from distilvit.evaluation.metrics import (
     normalize_for_match,
 )
 
-HAVE_JAVA = shutil.which("java") is not None
-needs_java = pytest.mark.skipif(not HAVE_JAVA, reason="Java runtime not installed")
 
 REFERENCES = [
     ["A man riding a wave on top of a surfboard.", "A surfer rides a large wave in the ocean."],

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
+from java import needs_java
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from distilvit.evaluation import tokenize as tok
 from distilvit.evaluation.tokenize import fallback_tokenize, normalize_whitespace, tokenize_captions
 
-needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java runtime not installed")
 
 # Ordinary captions plus the constructs the PTB tokenizer treats specially.
 CAPTIONS = [
