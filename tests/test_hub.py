@@ -194,6 +194,8 @@ def test_eval_serve_and_base_model_load_by_hub_id(online, pushed, tiny_dirs, tmp
     assert main(["eval", "user/copy", "--revision", sha, "--sample", "2", "--no-meteor", "--max-new-tokens", "3",
                  "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "metrics.json").is_file()
+    assert main(["export", "user/copy", "--revision", sha, "--quantize", "none", "--out", str(tmp_path / "bundle")]) == 0
+    assert json.loads((tmp_path / "bundle" / "manifest.json").read_text())["source_model"] == f"user/copy@{sha}"
     argv = train_argv(tiny_dirs, tmp_path)
     assert main([*argv, "--base-model", "user/copy", "--revision", sha]) == 0
     log = json.loads((tmp_path / "model" / "training_log.json").read_text())
