@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from distilvit.cli.options import add_generation_options, generation_kwargs
+from distilvit.cli.options import add_generation_options, add_revision_option, generation_kwargs
 
 
 def add_parser(subparsers) -> None:
@@ -15,14 +15,16 @@ def add_parser(subparsers) -> None:
         description="Print one caption per image (greedy decoding unless told otherwise).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints); "
-                        "with --onnx, a bundle folder written by `distilvit export`")
+    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints), or "
+                        "the Hub id (owner/name) of a pushed one; with --onnx, a bundle folder written by "
+                        "`distilvit export` (or its Hub id)")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     parser.add_argument("--onnx", action="store_true",
                         help="MODEL is an ONNX bundle: caption with onnxruntime, no torch (greedy or beam search; "
                         "sampling, repetition controls and --ban are not available)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"image", "caption"} objects')
     parser.add_argument("--batch-size", type=int, default=8, help="images captioned together")
+    add_revision_option(parser)
     add_generation_options(parser)
     parser.set_defaults(run=run)
 
@@ -36,14 +38,15 @@ def run(args) -> int:
     images = [open_image(path) for path in args.images]
     if args.onnx:
         from distilvit.export import OnnxCaptioner
+        from distilvit.hub.resolve import resolve_model
 
         options = {k: v for k, v in generation.items() if k in ONNX_OPTIONS}
-        captions = OnnxCaptioner(args.model).caption(images, batch_size=args.batch_size, **options)
+        captions = OnnxCaptioner(resolve_model(args.model, args.revision, onnx=True)).caption(images, batch_size=args.batch_size, **options)
     else:
         from distilvit.model import load_captioner
         from distilvit.model.captioning import generate_captions
 
-        model, processor = load_captioner(args.model)
+        model, processor = load_captioner(args.model, revision=args.revision)
         captions = generate_captions(model, processor, images, batch_size=args.batch_size, **generation)
     if args.json:
         print(json.dumps([{"image": p, "caption": c} for p, c in zip(args.images, captions)], indent=2))

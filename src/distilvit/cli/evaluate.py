@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from distilvit.cli.options import add_generation_options, generation_kwargs, positive_int
+from distilvit.cli.options import add_generation_options, add_revision_option, generation_kwargs, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
         "exact match; write metrics.json, a report (HTML/Markdown) with sample images, and predictions.jsonl.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", help="a model folder written by `distilvit train`")
+    p.add_argument("model", help="a model folder written by `distilvit train`, or the Hub id (owner/name) of a pushed one")
+    add_revision_option(p)
     p.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH", help="datasets, as for train")
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="split to score")
     p.add_argument("--sample", type=positive_int, default=None, help="score a reproducible subset of N images")
@@ -34,6 +35,7 @@ def run(args) -> int:
     metrics = evaluate_model(
         args.model, args.dataset, split=args.split, sample=args.sample, out_dir=args.out, fmt=args.format,
         batch_size=args.batch_size, use_meteor=not args.no_meteor, generation=generation,
+        revision=args.revision,
     )
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
     print(f"report written to {args.out}/")

@@ -15,7 +15,11 @@ def add_parser(subparsers) -> None:
         "with a KV cache, tokenizer files and manifest.json. Caption with it via `distilvit caption --onnx DIR`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints)")
+    from distilvit.cli.options import add_revision_option
+
+    parser.add_argument("model", help="a model folder written by `distilvit train` (or one of its checkpoints), or "
+                        "the Hub id (owner/name) of a pushed one")
+    add_revision_option(parser)
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="bundle folder to write (new, empty, or an older bundle, which is replaced)")
     parser.add_argument("--quantize", choices=QUANTIZE_OPTIONS, default=DEFAULT_QUANTIZE,
@@ -32,7 +36,8 @@ def run(args) -> int:
     from distilvit.export import export_bundle
     from distilvit.export.manifest import shared_files
 
-    manifest = export_bundle(args.model, args.out, quantize=args.quantize, exact_matmuls=args.exact_matmuls)
+    manifest = export_bundle(args.model, args.out, quantize=args.quantize, exact_matmuls=args.exact_matmuls,
+                             revision=args.revision)
     sizes, kinds = manifest["sizes_mb"], manifest["quantization"]
     for part, kind in kinds.items():
         print(f"{part:<13} {kind:<5} {sizes[part]:>8.1f} MB")

@@ -26,7 +26,8 @@ def run(args) -> int:
 
     require("gradio")
     check_port_free(args.host, args.port)
-    backend = load_backend(args.model, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    backend = load_backend(args.model, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                           revision=args.revision)
     from distilvit.serving.gradio_app import launch  # imports gradio (seconds): after the cheap checks
 
     print(f"Gradio page for {args.model} on http://{args.host}:{args.port}", flush=True)

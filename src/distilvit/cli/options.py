@@ -14,6 +14,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_revision_option(parser: argparse.ArgumentParser, what: str = "MODEL") -> None:
+    parser.add_argument("--revision", default=None, metavar="REV",
+                        help=f"when {what} is a Hugging Face Hub id (owner/name): the branch, tag or commit hash to "
+                        "download (default: the default branch). Only safetensors/JSON/text files are fetched, into "
+                        "the Hugging Face cache; with HF_HUB_OFFLINE=1 only the cache is read")
+
+
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decoding (default: deterministic greedy search)")
     group.add_argument("--max-new-tokens", type=positive_int, default=40, help="longest caption, in tokens")

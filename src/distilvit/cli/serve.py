@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 
-from distilvit.cli.options import positive_int
+from distilvit.cli.options import add_revision_option, positive_int
 from distilvit.errors import DistilViTError
 from distilvit.serving.limits import MB, ServeLimits
 
@@ -20,7 +20,9 @@ def positive_float(text: str) -> float:
 def add_model_options(parser: argparse.ArgumentParser, *, default_port: int) -> None:
     """The model, address and decoding options ``serve`` and ``gradio`` share."""
     parser.add_argument("model", metavar="MODEL|ONNX_DIR",
-                        help="a model folder written by `distilvit train`, or an ONNX bundle folder (`distilvit export`)")
+                        help="a model folder written by `distilvit train`, or an ONNX bundle folder (`distilvit export`), "
+                        "or the Hub id (owner/name) of either")
+    add_revision_option(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (0.0.0.0 makes the server reachable from other machines)")
     parser.add_argument("--port", type=positive_int, default=default_port, help="TCP port to listen on")
@@ -97,7 +99,8 @@ def run(args) -> int:
 
     limits = limits_from_args(args)  # bad options fail before the model loads
     check_port_free(args.host, args.port)
-    backend = load_backend(args.model, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    backend = load_backend(args.model, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                           revision=args.revision)
     app = create_app(backend, limits)
     print(f"serving {args.model} on http://{args.host}:{args.port}  (POST /caption, docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

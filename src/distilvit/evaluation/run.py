@@ -26,6 +26,7 @@ def evaluate_model(
     use_meteor: bool = True,
     generation: dict | None = None,
     seed: int = 42,
+    revision: str | None = None,
 ) -> dict:
     """Caption ``split`` of ``datasets`` and write ``metrics.json``, the report and ``predictions.jsonl``.
 
@@ -35,7 +36,7 @@ def evaluate_model(
     from distilvit.model.captioning import generate_captions
 
     data = load_caption_dataset(datasets, split, sample=sample, seed=seed)
-    model, processor = load_captioner(model_path)
+    model, processor = load_captioner(model_path, revision=revision)
     images = [row["image"] for row in data]
     references = [row["captions"] for row in data]
     start = time.perf_counter()

@@ -25,6 +25,7 @@ from distilvit.export.preprocess import RESAMPLE_NAMES
 from distilvit.export.quantize import RECIPES, apply_recipe, exact_recipes
 from distilvit.export.shared import share_weights
 from distilvit.export.simplify import decoder_probes, simplify_shapes
+from distilvit.hub.resolve import is_hub_id
 from distilvit.model.modeling import DistilViTForCaptioning
 
 FILES = {"vision": "vision.onnx", "embed_tokens": "embed_tokens.onnx", "decoder": "decoder.onnx"}
@@ -103,7 +104,7 @@ def _save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str = "int4", exact_matmuls: bool = False,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, revision: str | None = None) -> dict:
     """Export the trained model in ``model_dir`` to an ONNX bundle in ``out_dir``; return the manifest.
 
     ``exact_matmuls``: keep the activations float32 in every matmul (no int8 vision matmuls, ``MatMulNBits``
@@ -118,7 +119,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
 
     out = Path(out_dir).expanduser()
     _prepare_out_dir(out)
-    model, processor = load_captioner(model_dir)
+    model, processor = load_captioner(model_dir, revision=revision)  # model_dir may be a Hub id
     if not isinstance(model, DistilViTForCaptioning):
         raise ModelError(f"{model_dir} is an encoder-decoder captioner; `distilvit export` writes bundles of the "
                          "prefix design (vision encoder -> projection -> decoder-only LM) only.")
@@ -130,7 +131,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, quantize: str =
     dims["attention"] = "GroupQueryAttention" if gqa else "eager"
     dims["max_positions"] = (attention.max_positions(model.language_model) if gqa
                              else getattr(model.language_model.config, "max_position_embeddings", None))
-    manifest = build_manifest(model, processor, dims, recipes, source=str(Path(model_dir).expanduser().resolve()))
+    source = f"{model_dir}@{revision or 'main'}" if is_hub_id(str(model_dir)) else str(Path(model_dir).expanduser().resolve())
+    manifest = build_manifest(model, processor, dims, recipes, source=source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         staging = Path(tmp) / "bundle"

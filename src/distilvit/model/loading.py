@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, A
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from distilvit.errors import ModelError
+from distilvit.hub.resolve import resolve_model
 from distilvit.model.configuration import DistilViTConfig
 from distilvit.model.gguf import convert_gguf, is_gguf
 from distilvit.model.lora import default_target_modules
@@ -178,8 +179,9 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
     return model, processor
 
 
-def load_captioner(path: str | Path, *, dtype: torch.dtype = torch.float32):
-    """Load a trained model folder: ``(model, processor)``, in eval mode."""
+def load_captioner(path: str | Path, *, dtype: torch.dtype = torch.float32, revision: str | None = None):
+    """Load a trained model folder (or Hub id ``owner/name`` at ``revision``): ``(model, processor)``, in eval mode."""
+    path = resolve_model(path, revision)  # a Hub id -> its downloaded snapshot folder (hub/resolve.py)
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelError(f"model folder {path} does not exist.")

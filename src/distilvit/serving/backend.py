@@ -100,11 +100,16 @@ class OnnxBackend:
         }
 
 
-def load_backend(path: str | Path, *, max_new_tokens: int | None = None, num_beams: int = 1) -> CaptionBackend:
+def load_backend(path: str | Path, *, max_new_tokens: int | None = None, num_beams: int = 1,
+                 revision: str | None = None) -> CaptionBackend:
     """The backend for ``path``: an ONNX bundle folder or a distilvit model folder (see the module docstring).
 
+    ``path`` may be a Hub id (``owner/name``), downloaded at ``revision`` first (``distilvit.hub.resolve``).
     Raises :class:`ModelError` for a missing path, a file, or a folder that is neither.
     """
+    from distilvit.hub.resolve import resolve_model
+
+    path = resolve_model(path, revision, onnx=True)
     folder = Path(path).expanduser()
     if not folder.exists():
         raise ModelError(f"{folder} does not exist. Pass a model folder (`distilvit train`) or an ONNX bundle "

@@ -15,6 +15,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from distilvit.data import load_caption_dataset
 from distilvit.errors import DistilViTError
 from distilvit.evaluation import plot_training_curves
+from distilvit.hub import push as hub_push
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
 from distilvit.training import encoder_decoder
 from distilvit.training.collator import CaptionCollator
@@ -32,6 +33,7 @@ class TrainOptions:
     datasets: list[str] = field(default_factory=lambda: ["shapes"])
     model: CaptionerSpec = field(default_factory=CaptionerSpec)
     base_model: str | None = None
+    base_model_revision: str | None = None  # --revision: Hub revision of --base-model
     save_dir: str = "distilvit-model"
     checkpoints_dir: str = "checkpoints"
     num_train_epochs: float = 3.0
@@ -114,8 +116,7 @@ def training_arguments(opts: TrainOptions, device: str, precision: str) -> Train
         dataloader_num_workers=opts.num_workers,
         remove_unused_columns=False,
         seed=opts.seed,
-        push_to_hub=opts.push_to_hub,
-        hub_model_id=opts.hub_model_id,
+        push_to_hub=False,  # distilvit.hub.push uploads the final folder, never Trainer's checkpoints
         disable_tqdm=False,
         torch_compile=opts.torch_compile,
         activation_checkpointing=opts.gradient_checkpointing,
@@ -139,7 +140,7 @@ def load_splits(opts: TrainOptions):
 
 def build_or_load(opts: TrainOptions):
     if opts.base_model:
-        model, processor = load_captioner(opts.base_model)
+        model, processor = load_captioner(opts.base_model, revision=opts.base_model_revision)
         model.train()
         return model, processor
     spec = opts.model
@@ -177,6 +178,7 @@ def run_training(opts: TrainOptions) -> TrainResult:
     """Train a captioner end to end; returns where it was saved and its final validation metrics."""
     if opts.early_stopping_patience < 1:
         raise DistilViTError("--early-stopping-patience must be at least 1.")
+    hub_target = hub_push.preflight(opts.push_to_hub, opts.hub_model_id, opts.save_dir)  # fails before training
     is_encoder_decoder = encoder_decoder.check_architecture_options(opts) == encoder_decoder.ENCODER_DECODER
     set_seed(opts.seed)
     device = pick_device(opts.device)
@@ -215,8 +217,8 @@ def run_training(opts: TrainOptions) -> TrainResult:
     trainer.train(resume_from_checkpoint=last)
     metrics = trainer.evaluate()
     save_dir = save_trained(trainer, processor, opts, metrics)
-    if opts.push_to_hub:
-        trainer.push_to_hub(commit_message="distilvit training run")
+    if hub_target:
+        hub_push.push_model(hub_target, save_dir, metrics=metrics, options=_jsonable(asdict(opts)))
     if opts.prune_cache and opts.cache_dir:
         dataset_cache = cache_subdir(opts, "datasets")
         shutil.rmtree(dataset_cache, ignore_errors=True)
