@@ -171,8 +171,8 @@ def test_min_new_tokens_forces_the_length(bundles):
 @pytest.mark.parametrize("quantize", ["fp16", "int8", "int4"])
 def test_quantized_bundles_run_and_stay_close(bundles, quantize):
     """Per part, on the same inputs. The random tiny model (weights of std 0.4, width 32) is far more fragile
-    than a trained one, so int8/int4 bounds are loose here; caption agreement of the real recipes is measured
-    on a trained model by benchmarks/export_quality.py."""
+    than a trained one; the int8/int4 bounds are the values measured on it (2026-12) less a small margin.
+    Caption agreement of the real recipes is measured on a trained model by benchmarks/export_quality.py."""
     reference = OnnxCaptioner(bundles("none"))
     captioner = OnnxCaptioner(bundles(quantize))
     manifest = captioner.manifest
@@ -188,8 +188,10 @@ def test_quantized_bundles_run_and_stay_close(bundles, quantize):
     if quantize == "fp16":  # float32 compute on half-precision weights: next to lossless
         assert token_corr > 0.9999 and logit_corr > 0.9999
         assert (logits.argmax(-1) == ref_logits.argmax(-1)).all()
-    else:
-        assert token_corr > 0.9 and logit_corr > 0.8
+    elif quantize == "int8":  # measured on this seeded tiny model: tokens 0.99996, logits 0.9997
+        assert token_corr > 0.9999 and logit_corr > 0.999
+    else:  # int4, measured: tokens 0.9949, logits 0.907 (4-bit blocks on a random width-32 LM)
+        assert token_corr > 0.99 and logit_corr > 0.88
     captions = captioner.caption(images(8), max_new_tokens=MAX_NEW)
     assert len(captions) == 8 and all(isinstance(c, str) for c in captions)
 

@@ -158,14 +158,43 @@ def test_length_grouped_batches_have_less_spread(tmp_path, tiny_lm):
     assert spread(grouped) < spread(randoms) / 2
 
 
-def test_training_with_every_switch_flipped(tmp_path, tiny_lm):
-    result = small_run(tmp_path, tiny_lm, model=CaptionerSpec(encoder="scratch:siglip-tiny", decoder=str(tiny_lm),
-                                                              prefix_reduction="shuffle2"),
-                       loss_logits="full", pad_to_max_length=True, group_by_length=False,
-                       gradient_checkpointing=True, attn_implementation="eager")
-    model, _ = load_captioner(result.save_dir)
+def _record_training_forwards(monkeypatch) -> list[dict]:
+    """Record, for every forward of a training step, the batch width, its padding and the logits' shape."""
+    from distilvit.model.modeling import DistilViTForCaptioning
+
+    calls, forward = [], DistilViTForCaptioning.forward
+
+    def recording(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        out = forward(self, input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        if self.training and labels is not None:
+            calls.append({"width": input_ids.shape[1], "batch": input_ids.shape[0],
+                          "some_row_unpadded": bool(attention_mask.bool().all(dim=1).any()),
+                          "labelled": int((labels[:, 1:] != -100).sum()), "logits": tuple(out.logits.shape),
+                          "vocab": self.config.text_config.vocab_size, "attn": self.language_model.config._attn_implementation})
+        return out
+
+    monkeypatch.setattr(DistilViTForCaptioning, "forward", recording)
+    return calls
+
+
+def test_training_steps_use_the_switches_they_are_given(tmp_path, tiny_lm, monkeypatch):
+    calls = _record_training_forwards(monkeypatch)
+    spec = CaptionerSpec(encoder="scratch:siglip-tiny", decoder=str(tiny_lm), prefix_reduction="shuffle2", max_length=20)
+    quick = {"max_steps": 2, "eval_captions": 2}
+    result = small_run(tmp_path / "flipped", tiny_lm, model=spec, loss_logits="full", pad_to_max_length=True,
+                       group_by_length=False, gradient_checkpointing=True, attn_implementation="eager", **quick)
+    model, processor = load_captioner(result.save_dir)
     assert model.config.prefix_reduction == "shuffle2" and model.config.num_image_tokens == 4
-    assert result.metrics["eval_loss"] > 0
+    padded_width = len(processor.prompt_ids()) + 20
+    flipped, calls[:] = list(calls), []
+    assert flipped and all(  # every batch padded to --max-length, logits at every position, eager attention
+        c["width"] == padded_width and not c["some_row_unpadded"] and c["attn"] == "eager"
+        and c["logits"] == (c["batch"], padded_width - 1, c["vocab"]) for c in flipped)
+
+    small_run(tmp_path / "default", tiny_lm, model=spec, **quick)
+    assert calls and all(  # dynamic padding (to the longest caption) and logits only at the labelled positions
+        c["width"] < padded_width and c["some_row_unpadded"] and c["attn"] == "sdpa"
+        and c["logits"] == (c["labelled"], c["vocab"]) for c in calls)
 
 
 def test_cli_accepts_the_speed_switches_and_rejects_bad_ones(tmp_path, tiny_lm, capsys):

@@ -19,9 +19,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("model", help="a model folder written by `distilvit train`, or the Hub id (owner/name) of a pushed one")
     add_revision_option(p)
     p.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH", help="datasets, as for train")
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="split to score")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
+                   help="split to score; all = every row of the given datasets, whatever their split (e.g. a test "
+                   "file of your own)")
     p.add_argument("--sample", type=positive_int, default=None, help="score a reproducible subset of N images")
-    p.add_argument("--out", default="eval-report", help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default: eval-<model folder name> in the current "
+                   "directory); a folder holding another evaluation's report is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report of another evaluation in --out (a re-run of the same one is always replaced)")
     p.add_argument("--format", default="html", choices=["html", "md", "both"], help="report format")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images captioned together")
     p.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves the ~5 s Java start)")
@@ -30,13 +35,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from distilvit.evaluation.outdir import default_out_dir
     from distilvit.evaluation.run import evaluate_model
     generation = generation_kwargs(args)
+    out = args.out or str(default_out_dir(args.model))
     metrics = evaluate_model(
-        args.model, args.dataset, split=args.split, sample=args.sample, out_dir=args.out, fmt=args.format,
-        batch_size=args.batch_size, use_meteor=not args.no_meteor, generation=generation,
+        args.model, args.dataset, split=args.split, sample=args.sample, out_dir=out, fmt=args.format,
+        batch_size=args.batch_size, use_meteor=not args.no_meteor, generation=generation, overwrite=args.overwrite,
         revision=args.revision,
     )
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
-    print(f"report written to {args.out}/")
+    print(f"report written to {out}/")
     return 0

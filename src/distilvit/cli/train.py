@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from distilvit.choices import DEFAULT_PREFIX_REDUCTION, PREFIX_REDUCTIONS, PROJECTION_TYPES
 from distilvit.cli.options import positive_int
-from distilvit.model.configuration import PROJECTION_TYPES
-from distilvit.model.reduction import DEFAULT_PREFIX_REDUCTION, PREFIX_REDUCTIONS
 
 
 def add_parser(subparsers) -> None:

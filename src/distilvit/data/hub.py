@@ -21,7 +21,7 @@ from datasets.exceptions import DatasetGenerationError
 
 from distilvit.data.registry import HubDataset
 from distilvit.data.rows import ArrowImageStore, SourceRows, select_rows
-from distilvit.data.schema import raw_captions
+from distilvit.data.schema import ALL_SPLIT, raw_captions
 from distilvit.data.splits import canonical_split
 from distilvit.errors import DataError
 
@@ -40,9 +40,12 @@ def load_hub_rows(
 ) -> SourceRows:
     """The rows of ``split`` of the registered set ``entry`` (source name ``entry.name``)."""
     path = entry.load_path()
-    provided = entry.provided_split(split)
+    provided = None if split == ALL_SPLIT else entry.provided_split(split)
     tables = _load_tables(entry, path, None if provided is None else [provided], cache_dir)
-    return _rows_from_tables(entry, tables, split, seed, honour_hub_splits=provided is not None)
+    rows = _rows_from_tables(entry, tables, split, seed, honour_hub_splits=provided is not None)
+    if provided is not None:
+        rows.total = None  # only this split's table was read
+    return rows
 
 
 def _load_tables(

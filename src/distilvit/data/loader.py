@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -15,7 +16,7 @@ from distilvit.data.hub import load_hub_rows
 from distilvit.data.imagefolder import METADATA_FILES, load_imagefolder_rows
 from distilvit.data.registry import ALL_NAME, REGISTRY, SHAPES_NAME, available_datasets
 from distilvit.data.rows import SourceRows
-from distilvit.data.schema import check_split
+from distilvit.data.schema import ALL_SPLIT, SPLITS, check_split
 from distilvit.data.shapes import ShapesConfig, load_shapes_rows
 from distilvit.data.validation import assemble, choose_rows
 from distilvit.errors import DataError
@@ -23,6 +24,20 @@ from distilvit.errors import DataError
 logger = logging.getLogger("distilvit.data")
 
 Spec = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """How many rows :func:`load_caption_rows` kept, out of how many.
+
+    ``loaded``: rows of the returned dataset; ``in_split``: rows of the split that have a caption, before
+    unreadable images are dropped and ``sample`` is applied; ``total``: rows (distinct images) of the given
+    sources, all splits together, or ``None`` when unknown (a Hub set's other splits were not read).
+    """
+
+    loaded: int
+    in_split: int
+    total: int | None
 
 
 def load_caption_dataset(
@@ -43,7 +58,8 @@ def load_caption_dataset(
             COCO captions JSON file, a Karpathy split JSON file). Several specs are concatenated;
             a registry name wins over a local folder of the same name (write ``./name`` for the
             folder).
-        split: ``train``, ``validation`` or ``test``.
+        split: ``train``, ``validation``, ``test``, or ``all`` (every row of the sources, whatever
+            their split).
         sample: keep a reproducible (seeded) subset of this many rows of the combined split.
         seed: seed of the per-image splits, of ``sample`` and of ``shapes``.
         cache_dir: ``datasets`` cache directory for Hub sets.
@@ -57,10 +73,24 @@ def load_caption_dataset(
     Raises:
         DataError: unknown name, missing or unparseable file, bad split or sample, or no row left.
     """
-    check_split(split)
+    return load_caption_rows(names, split, sample=sample, seed=seed, cache_dir=cache_dir)[0]
+
+
+def load_caption_rows(
+    names: Sequence[Spec] | Spec,
+    split: str,
+    *,
+    sample: int | None = None,
+    seed: int = 42,
+    cache_dir: str | None = None,
+) -> tuple[datasets.Dataset, RowCounts]:
+    """:func:`load_caption_dataset`, plus how many rows it kept out of how many (:class:`RowCounts`)."""
+    check_split(split, allow_all=True)
     _check_sample(sample)
     specs = expand_specs(names)
-    sources = [_load_source(spec, split, seed=seed, cache_dir=cache_dir) for spec in specs]
+    per_spec = [_load_source(spec, split, seed=seed, cache_dir=cache_dir) for spec in specs]
+    sources = [rows for parts in per_spec for rows in parts]
+    totals = [parts[0].total for parts in per_spec]
     for rows in sources:
         if not len(rows):
             logger.warning("%s has no usable rows in the %s split", rows.source, split)
@@ -71,8 +101,11 @@ def load_caption_dataset(
             f"no usable rows in the {split} split of {', '.join(specs)}: the split is empty or "
             f"every row was dropped (see the warnings of the 'distilvit.data' logger)"
         )
-    logger.info("loaded %d rows (%s split) from %s", len(dataset), split, ", ".join(specs))
-    return dataset
+    total = None if None in totals else sum(totals)
+    counts = RowCounts(loaded=len(dataset), in_split=sum(len(rows) for rows in sources), total=total)
+    logger.info("loaded %d rows (%s split: %d with captions; %s rows in all splits) from %s", counts.loaded, split,
+                counts.in_split, "unknown" if total is None else total, ", ".join(specs))
+    return dataset, counts
 
 
 def expand_specs(names: Sequence[Spec] | Spec) -> list[str]:
@@ -90,18 +123,19 @@ def expand_specs(names: Sequence[Spec] | Spec) -> list[str]:
     return specs
 
 
-def _load_source(spec: str, split: str, *, seed: int, cache_dir: str | None) -> SourceRows:
-    """The rows of ``split`` of one spec."""
+def _load_source(spec: str, split: str, *, seed: int, cache_dir: str | None) -> list[SourceRows]:
+    """The rows of ``split`` of one spec (``shapes`` with ``all``: one part per split)."""
     if spec in REGISTRY:
-        return load_hub_rows(REGISTRY[spec], split, seed=seed, cache_dir=cache_dir)
+        return [load_hub_rows(REGISTRY[spec], split, seed=seed, cache_dir=cache_dir)]
     if spec == SHAPES_NAME:
-        return load_shapes_rows(split, ShapesConfig(seed=seed), source=spec)
+        config = ShapesConfig(seed=seed)
+        return [load_shapes_rows(name, config, source=spec) for name in (SPLITS if split == ALL_SPLIT else [split])]
     path = Path(spec).expanduser()
     if path.is_dir():
-        return load_imagefolder_rows(path, spec, split, seed=seed)
+        return [load_imagefolder_rows(path, spec, split, seed=seed)]
     if path.is_file():
         if path.suffix.lower() == ".json":
-            return load_caption_json_rows(path, spec, split, seed=seed)
+            return [load_caption_json_rows(path, spec, split, seed=seed)]
         raise DataError(
             f"unsupported dataset file {spec}: expected a COCO captions or Karpathy split .json "
             f"file, or an image folder with {' or '.join(METADATA_FILES)}"

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import datasets
 
-from distilvit.data.schema import caption_features, clean_captions
+from distilvit.data.schema import ALL_SPLIT, caption_features, clean_captions
 from distilvit.data.splits import resolve_split
 
 logger = logging.getLogger("distilvit.data")
@@ -92,7 +92,8 @@ class SourceRows:
     """The rows of one source for the requested split.
 
     ``positions[i]`` is where the image of row ``i`` is in ``store``. ``verified`` marks sources
-    whose images are known to decode (generated ones), which are not checked again.
+    whose images are known to decode (generated ones), which are not checked again. ``total`` is the
+    number of rows (distinct images) of the whole source, all splits together (``None`` if unknown).
     """
 
     source: str
@@ -101,6 +102,7 @@ class SourceRows:
     captions: list[list[str]] = field(default_factory=list)
     image_ids: list[str] = field(default_factory=list)
     verified: bool = False
+    total: int | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -148,7 +150,7 @@ def select_rows(
     given_splits: Sequence[object] | None = None,
     positions: Sequence[int] | None = None,
 ) -> SourceRows:
-    """Keep the rows of ``split``, one per image id, with cleaned captions.
+    """Keep the rows of ``split`` (every row for ``"all"``), one per image id, with cleaned captions.
 
     ``image_ids``, ``captions`` (raw lists of strings) and ``given_splits`` (the source's own split
     names, ``None`` where it has none) describe candidate rows whose images are at ``positions`` in
@@ -163,9 +165,9 @@ def select_rows(
     in_split = [
         (image_id, entry)
         for image_id, entry in merged.items()
-        if resolve_split(entry.split, image_id, seed) == split
+        if split == ALL_SPLIT or resolve_split(entry.split, image_id, seed) == split
     ]
-    rows = SourceRows(source=source, store=store)
+    rows = SourceRows(source=source, store=store, total=len(merged))
     removed_captions = 0
     no_caption: list[str] = []
     for image_id, entry in in_split:

@@ -23,6 +23,9 @@ COLUMNS: tuple[str, ...] = ("image", "captions", "image_id", "source")
 #: The split names accepted by :func:`distilvit.data.load_caption_dataset`.
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
+#: Every row of the given sources, whatever their split (``distilvit eval --split all``).
+ALL_SPLIT = "all"
+
 
 def string_list_feature():
     """A list-of-strings feature (``datasets.List`` since datasets 4, ``Sequence`` before)."""
@@ -46,10 +49,12 @@ def caption_features(*, decode: bool = True) -> datasets.Features:
     )
 
 
-def check_split(split: str) -> str:
-    """Return ``split`` if it is one of :data:`SPLITS`, else raise :class:`DataError`."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+def check_split(split: str, *, allow_all: bool = False) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS` (or :data:`ALL_SPLIT` with ``allow_all``), else raise
+    :class:`DataError`."""
+    names = SPLITS + (ALL_SPLIT,) if allow_all else SPLITS
+    if split not in names:
+        raise DataError(f"unknown split {split!r}: use one of {', '.join(names)}")
     return split
 
 

@@ -299,6 +299,7 @@ def load_shapes_rows(split: str, config: ShapesConfig, source: str = "shapes") -
         captions=[[scene.caption] for scene in scenes],
         image_ids=[shapes_image_id(split, index) for index in range(len(scenes))],
         verified=True,
+        total=sum(config.split_size(name) for name in SPLITS),
     )
 
 

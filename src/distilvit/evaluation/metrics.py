@@ -16,6 +16,9 @@ The PTB tokenizer and METEOR need Java. Without Java (``shutil.which("java")`` i
   also omitted when ``use_meteor=False`` or when the METEOR process fails). Omitting it, rather
   than returning ``None``, keeps every returned value a float that can be logged, averaged and
   plotted; read it with ``metrics.get("meteor")``.
+
+:func:`score_captions` also says which tokenizer ran and whether METEOR ran (``distilvit eval`` records both in
+``metrics.json`` and the report).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from distilvit.errors import DistilViTError
 from distilvit.evaluation.meteor import meteor_score
-from distilvit.evaluation.tokenize import tokenize_captions
+from distilvit.evaluation.tokenize import tokenize_captions_named
 
 __all__ = [
     "CAPTION_METRIC_KEYS",
@@ -40,6 +43,7 @@ __all__ = [
     "exact_match_flags",
     "is_exact_match",
     "normalize_for_match",
+    "score_captions",
 ]
 
 logger = logging.getLogger("distilvit.evaluation")
@@ -130,8 +134,8 @@ def _validate(
 
 def _tokenize(
     predictions: list[str], references: list[list[str]], *, use_java: bool
-) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
-    """PTB-tokenize into COCO-style ``gts``/``res`` dicts keyed by image index.
+) -> tuple[dict[int, list[str]], dict[int, list[str]], str]:
+    """PTB-tokenize into COCO-style ``gts``/``res`` dicts keyed by image index (plus the tokenizer's name).
 
     References and predictions go through one tokenizer run (one JVM start instead of two); the
     PTB tokenizer works line by line, so the tokens are the same as with two runs.
@@ -141,10 +145,10 @@ def _tokenize(
         combined[("gts", i)] = refs
     for i, pred in enumerate(predictions):
         combined[("res", i)] = [pred]
-    tokens = tokenize_captions(combined, use_java=use_java)
+    tokens, tokenizer = tokenize_captions_named(combined, use_java=use_java)
     gts = {i: tokens[("gts", i)] for i in range(len(references))}
     res = {i: tokens[("res", i)] for i in range(len(predictions))}
-    return gts, res
+    return gts, res, tokenizer
 
 
 def compute_caption_metrics(
@@ -171,6 +175,17 @@ def compute_caption_metrics(
         DistilViTError: empty input, different numbers of predictions and reference lists, or a
             wrongly shaped entry.
     """
+    return score_captions(predictions, references, use_meteor=use_meteor)[0]
+
+
+def score_captions(
+    predictions: Sequence[str],
+    references: Sequence[Sequence[str]],
+    *,
+    use_meteor: bool = True,
+) -> tuple[dict[str, float], dict[str, str]]:
+    """:func:`compute_caption_metrics`, plus how the scores were computed: ``{"tokenizer": "ptb-java" or
+    "python-fallback", "meteor": "ran", "not requested", "skipped: Java not found" or "failed"}``."""
     preds, refs = _validate(predictions, references)
     started = time.perf_counter()
     have_java = shutil.which("java") is not None
@@ -183,7 +198,8 @@ def compute_caption_metrics(
             RuntimeWarning,
             stacklevel=2,
         )
-    gts, res = _tokenize(preds, refs, use_java=have_java)
+    gts, res, tokenizer = _tokenize(preds, refs, use_java=have_java)
+    meteor_status = "not requested"
 
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     metrics: dict[str, float] = {f"bleu_{n}": float(bleu[n - 1]) for n in range(1, 5)}
@@ -193,8 +209,10 @@ def compute_caption_metrics(
             RuntimeWarning,
             stacklevel=2,
         )
+        meteor_status = "skipped: Java not found"
     elif use_meteor:
         meteor = meteor_score(gts, res)
+        meteor_status = "failed" if meteor is None else "ran"
         if meteor is not None:
             metrics["meteor"] = meteor
     metrics["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
@@ -204,4 +222,4 @@ def compute_caption_metrics(
     logger.debug(
         "caption metrics for %d images in %.2f s", len(preds), time.perf_counter() - started
     )
-    return metrics
+    return metrics, {"tokenizer": tokenizer, "meteor": meteor_status}

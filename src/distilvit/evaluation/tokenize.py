@@ -124,6 +124,12 @@ def _run_ptb(captions: Mapping[Hashable, Sequence[str]]) -> dict[Hashable, list[
     return {key: list(result[key]) for key in captions}
 
 
+#: names of the tokenizers :func:`tokenize_captions_named` reports: pycocoevalcap's Java PTB tokenizer, or
+#: :func:`fallback_tokenize` (recorded in ``metrics.json`` by ``distilvit eval``)
+PTB_JAVA = "ptb-java"
+PYTHON_FALLBACK = "python-fallback"
+
+
 def tokenize_captions(
     captions: Mapping[Hashable, Sequence[str]], *, use_java: bool = True
 ) -> dict[Hashable, list[str]]:
@@ -135,10 +141,18 @@ def tokenize_captions(
     does not start) a warning is issued and :func:`fallback_tokenize` is used instead, as it is
     when ``use_java=False``.
     """
+    return tokenize_captions_named(captions, use_java=use_java)[0]
+
+
+def tokenize_captions_named(
+    captions: Mapping[Hashable, Sequence[str]], *, use_java: bool = True
+) -> tuple[dict[Hashable, list[str]], str]:
+    """:func:`tokenize_captions`, plus the name of the tokenizer that ran (:data:`PTB_JAVA` or
+    :data:`PYTHON_FALLBACK`)."""
     cleaned = {key: [normalize_whitespace(c) for c in caps] for key, caps in captions.items()}
     if use_java:
         try:
-            return _run_ptb(cleaned)
+            return _run_ptb(cleaned), PTB_JAVA
         except (OSError, RuntimeError) as err:
             warnings.warn(
                 f"the Java PTB tokenizer failed ({err}); captions are tokenized with a "
@@ -147,4 +161,4 @@ def tokenize_captions(
                 RuntimeWarning,
                 stacklevel=2,
             )
-    return {key: [fallback_tokenize(c) for c in caps] for key, caps in cleaned.items()}
+    return {key: [fallback_tokenize(c) for c in caps] for key, caps in cleaned.items()}, PYTHON_FALLBACK

@@ -10,9 +10,8 @@ from __future__ import annotations
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from distilvit.model.reduction import PREFIX_REDUCTIONS
+from distilvit.choices import PREFIX_REDUCTIONS, PROJECTION_TYPES  # noqa: F401 (PROJECTION_TYPES re-exported)
 
-PROJECTION_TYPES = ("linear", "mlp")
 FEATURE_SELECT_STRATEGIES = ("default", "full")
 IMAGE_TOKEN = "<image>"
 

@@ -18,11 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from distilvit.choices import DEFAULT_PREFIX_REDUCTION, PREFIX_REDUCTIONS  # noqa: F401 (re-exported)
 from distilvit.errors import ModelError
-
-PREFIX_REDUCTIONS = ("none", "pool2", "shuffle2", "pool4")
-#: what ``distilvit train`` uses unless told otherwise (chosen by measurement: docs/speed.md)
-DEFAULT_PREFIX_REDUCTION = "shuffle2"
 
 
 def grid_side(num_tokens: int) -> int:
