@@ -19,14 +19,11 @@ from dataclasses import dataclass
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from distilvit.conversations.template import prompt_ids
+from distilvit.conversations.template import count_images, prompt_ids
 from distilvit.errors import DistilViTError, ModelError
 from distilvit.model.captioning import generation_config
 from distilvit.model.configuration import IMAGE_TOKEN
 from distilvit.model.modeling import DistilViTForCaptioning
-
-ROLES = ("system", "user", "assistant")
-
 
 @dataclass
 class Conversation:
@@ -47,42 +44,30 @@ class Reply:
     finish_reason: str
 
 
+def join_parts(parts: Sequence[str | None]) -> str:
+    """A message's text from its parts, in order: strings, and ``None`` where the image stands (it becomes the
+    ``<image>`` placeholder); parts are joined by newlines. Text that itself holds ``<image>`` is refused."""
+    if any(part is not None and IMAGE_TOKEN in part for part in parts):
+        raise DistilViTError(f"the text contains {IMAGE_TOKEN!r}, which marks where the image goes; remove it "
+                             "(the image is attached separately).")
+    return "\n".join(IMAGE_TOKEN if part is None else part for part in parts if part != "")
+
+
 def image_turn(text: str) -> str:
     """A user turn that shows the image first, then ``text`` (the LLaVA layout ``<image>\\n...``)."""
-    return f"{IMAGE_TOKEN}\n{text}" if text else IMAGE_TOKEN
-
-
-def check_messages(messages: Sequence[dict], *, has_image: bool) -> None:
-    """Raise :class:`DistilViTError` unless ``messages`` is a conversation :func:`prompt_ids` can render:
-    known roles, string contents, a user turn last, and exactly one ``<image>`` placeholder (in a user turn)
-    when ``has_image``, none otherwise."""
-    if not messages:
-        raise DistilViTError("the conversation is empty; send at least one user message.")
-    placeholders = 0
-    for index, message in enumerate(messages):
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise DistilViTError(f"message {index + 1} has role {role!r}; use one of {', '.join(ROLES)}.")
-        if not isinstance(content, str):
-            raise DistilViTError(f"message {index + 1} has no text content.")
-        count = content.count(IMAGE_TOKEN)
-        if count and role != "user":
-            raise DistilViTError(f"message {index + 1} ({role}) holds an image; images go in user messages.")
-        placeholders += count
-    if messages[-1]["role"] != "user":
-        raise DistilViTError(f"the last message is from the {messages[-1]['role']}; end with a user message "
-                             "(the model answers it).")
-    if placeholders != int(has_image):
-        what = "one image" if has_image else "no image"
-        raise DistilViTError(f"the conversation has {placeholders} {IMAGE_TOKEN} placeholders for {what}; "
-                             f"a conversation holds at most one image, and the text itself must not contain "
-                             f"{IMAGE_TOKEN!r}.")
+    return join_parts([None, text])
 
 
 def conversation_ids(processor, messages: Sequence[dict], *, has_image: bool) -> list[int]:
-    """Generation ids of ``messages`` (checked with :func:`check_messages`), the image placeholder expanded."""
-    check_messages(messages, has_image=has_image)
-    return prompt_ids(processor, [{"role": m["role"], "content": m["content"]} for m in messages])
+    """Generation ids of ``messages``, the image placeholder expanded; :class:`DistilViTError` for a malformed
+    conversation, or when its ``<image>`` placeholders do not match ``has_image`` (one image, or none: text that
+    itself contains ``<image>`` is refused)."""
+    found = count_images(messages)
+    if found != int(has_image):
+        what = "one image" if has_image else "no image"
+        raise DistilViTError(f"the conversation has {found} {IMAGE_TOKEN} placeholders for {what}; a conversation "
+                             f"holds at most one image, and its text must not contain {IMAGE_TOKEN!r} itself.")
+    return prompt_ids(processor, [{"role": m.get("role"), "content": m.get("content")} for m in messages])
 
 
 def check_chat_model(model) -> None:
