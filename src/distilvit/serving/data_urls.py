@@ -33,13 +33,14 @@ def data_url_bytes(url: str, index: int = 0) -> tuple[str, bytes]:
     text = url.strip()
     match = _DATA_URL.fullmatch(text) if text[:5].lower() == "data:" else None
     if match is None:
-        scheme = text.split(":", 1)[0].lower() if ":" in text[:12] else "a non-data"
         if text[:5].lower() == "data:":
             raise APIError(400, "invalid_data_url", f"{_label(index)}: the data: URL is malformed (no ',' before "
                            f"the payload); {HOW}.")
+        scheme = text.split(":", 1)[0].lower() if ":" in text[:12] else ""
+        what = f"an {scheme!r} URL" if scheme else "not a data: URL"
         raise APIError(400, "image_url_not_allowed",
-                       f"{_label(index)} is given as a {scheme!s} URL; this server never fetches URLs (no http, "
-                       f"https, file or any other scheme): {HOW}.")
+                       f"{_label(index)} is {what}; this server never fetches URLs (no http, https, file or any "
+                       f"other scheme): {HOW}.")
     params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
     if "base64" not in params:
         raise APIError(400, "invalid_data_url", f"{_label(index)}: the data: URL is not base64-encoded; {HOW}.")
