@@ -41,6 +41,16 @@ ERROR_RESPONSES = {
 
 _CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
+#: Every ``error`` code the API answers with, and its HTTP status (``None``: the status of the web framework's
+#: own error). README.md's error table lists exactly these (tests/test_serving_error_codes.py keeps the two,
+#: and the codes raised in ``distilvit.serving``, in step).
+ERROR_CODES: dict[str, int | None] = {
+    "request_too_large": 413, "image_too_large": 413, "too_many_images": 413,
+    "unsupported_media_type": 415, "undecodable_image": 400, "empty_image": 400, "bad_request": 400,
+    "invalid_request": 422, "not_found": 404, "method_not_allowed": 405, "http_error": None,
+    "timeout": 504, "overloaded": 503, "internal_error": 500,
+}
+
 
 #: Paths whose errors take OpenAI's shape (the routes of serving/openai_api.py).
 OPENAI_PREFIX = "/v1/"
