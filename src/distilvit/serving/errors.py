@@ -49,6 +49,8 @@ ERROR_CODES: dict[str, int | None] = {
     "unsupported_media_type": 415, "undecodable_image": 400, "empty_image": 400, "bad_request": 400,
     "invalid_request": 422, "not_found": 404, "method_not_allowed": 405, "http_error": None,
     "timeout": 504, "overloaded": 503, "internal_error": 500,
+    # POST /v1/chat/completions only (serving/openai_api.py, serving/data_urls.py)
+    "invalid_chat_request": 400, "image_url_not_allowed": 400, "invalid_data_url": 400, "chat_not_supported": 501,
 }
 
 
