@@ -215,8 +215,11 @@ def test_a_model_that_cannot_chat_answers_501_without_retries():
     with TestClient(create_app(RecordingBackend(), LIMITS)) as test_client:
         response = test_client.post("/v1/chat/completions", json={"model": "m", "messages": [
             {"role": "user", "content": "hi"}]})
+        schema = test_client.get("/openapi.json").json()["paths"]["/v1/chat/completions"]["post"]
     assert response.status_code == 501 and response.headers["x-should-retry"] == "false"
     assert response.json()["error"]["code"] == "chat_not_supported"
+    assert "messages" in schema["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"400", "413", "415", "501"} <= set(schema["responses"])
 
 
 # ---------------------------------------------------------------- micro-batching

@@ -80,6 +80,46 @@ class ChatRequest(BaseModel):
     stream_options: StreamOptions | None = None
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _responses(**descriptions: str) -> dict:
+    return {int(status[1:]): {"model": OpenAIErrorBody, "description": text} for status, text in descriptions.items()}
+
+
+ERROR_RESPONSES = _responses(
+    s400="invalid_chat_request, image_url_not_allowed (not a data: URL; never fetched), invalid_data_url, "
+         "undecodable_image, empty_image",
+    s413="request_too_large, image_too_large, too_many_images (more than one image)",
+    s415="unsupported_media_type (a data: URL that is not image/*)",
+    s501="chat_not_supported (the served model cannot take prompts: an ONNX bundle)",
+    s503="overloaded (queue full; retry)", s504="timeout",
+)
+
+
+def request_schema() -> dict:
+    """The JSON schema of :class:`ChatRequest` with its ``$defs`` inlined (for the OpenAPI page at ``/docs``)."""
+    schema = ChatRequest.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    return inline(schema)
+
+
 def _invalid(message: str) -> APIError:
     return APIError(400, "invalid_chat_request", message)
 
@@ -181,9 +221,9 @@ def add_openai_routes(app: FastAPI, backend, limits: ServeLimits) -> MicroBatche
         return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "distilvit"}]}
 
     @app.post("/v1/chat/completions", summary="answer a conversation about an image (OpenAI chat format)",
-              max_body_size=limits.max_upload_bytes, response_model=None,
+              max_body_size=limits.max_upload_bytes, response_model=None, responses=ERROR_RESPONSES,
               openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": ChatRequest.model_json_schema()}}}})
+                  "application/json": {"schema": request_schema()}}}})
     async def chat_completions(request: Request):
         start = time.perf_counter()
         if batcher is None:
