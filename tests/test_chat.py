@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 from PIL import Image
 from serving_helpers import make_model_dir
 
@@ -29,6 +30,7 @@ TOKENS = {"max_new_tokens": 6}
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_encoder, tiny_lm):
+    torch.manual_seed(0)  # the random projection, whatever ran before: the same replies every run
     return make_model_dir(tmp_path_factory.mktemp("chat-model"), tiny_encoder, tiny_lm)
 
 
@@ -65,12 +67,14 @@ def test_a_batch_of_conversations_answers_as_each_alone_and_streams_its_text(loa
     pieces: list[list[str]] = [[], [], []]
     together = generate_replies(model, processor, [Conversation(ids, image, pieces[i].append)
                                                    for i, (ids, image) in enumerate(rows)], **TOKENS)
-    assert [r.text for r in together] == [r.text for r in alone]
+    assert together == alone  # text, token counts, finish reasons
     assert all(r.text for r in together) and len({r.text for r in together}) > 1
     assert ["".join(p) for p in pieces] == [r.text for r in together]
     assert all(len(p) > 1 for p in pieces)  # piece by piece, not the whole reply at once
     assert [r.prompt_tokens for r in together] == [len(ids) for ids, _ in rows]
-    assert all(r.finish_reason == "length" and r.completion_tokens == 6 for r in together)
+    for reply in together:
+        ended = reply.finish_reason == "stop"
+        assert reply.finish_reason in ("stop", "length") and (ended or reply.completion_tokens == 6)
 
 
 def test_the_caption_prompt_as_a_conversation_gives_the_caption(loaded, images):
@@ -99,7 +103,8 @@ def test_image_placeholders_must_match_the_image(loaded):
     _, processor = loaded
     with pytest.raises(DistilViTError, match="text contains"):
         join_parts(["what is <image> here"])
-    assert join_parts([None, "what", "", "colour"]) == "<image>\nwhat\ncolour"
+    assert join_parts([None, "what", "", "colour"]) == "<image>what\ncolour"
+    assert join_parts(["what", None, "here"]) == "what<image>here"
     with pytest.raises(DistilViTError, match="0 <image> placeholders for one image"):
         conversation_ids(processor, [{"role": "user", "content": "hello"}], has_image=True)
     with pytest.raises(DistilViTError, match="1 <image> placeholders for no image"):

@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from serving_helpers import RecordingBackend, encode, free_port, make_model_dir, png_with_header_size
@@ -37,6 +38,7 @@ def image_message(url: str, text: str = QUESTION) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory, tiny_encoder, tiny_lm):
+    torch.manual_seed(0)  # the random projection, whatever ran before: the same replies every run
     return load_backend(make_model_dir(tmp_path_factory.mktemp("openai-model"), tiny_encoder, tiny_lm),
                         max_new_tokens=6)
 
@@ -64,11 +66,16 @@ def client(server):
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0, timeout=60)
 
 
-def expected(backend, image_bytes: bytes | None, text: str = QUESTION, **generation) -> str:
+def expected_reply(backend, image_bytes: bytes | None, text: str = QUESTION, **generation):
+    """The in-process answer (``distilvit.model.chat.chat``) to one user turn, the image first."""
     image = Image.open(io.BytesIO(image_bytes)).convert("RGB") if image_bytes else None
     content = image_turn(text) if image is not None else join_parts([text])
     return chat(backend.model, backend.processor, [{"role": "user", "content": content}], image,
-                max_new_tokens=6, **generation).text
+                max_new_tokens=6, **generation)
+
+
+def expected(backend, image_bytes: bytes | None, text: str = QUESTION, **generation) -> str:
+    return expected_reply(backend, image_bytes, text, **generation).text
 
 
 # ---------------------------------------------------------------- answers
@@ -79,8 +86,10 @@ def test_the_client_gets_the_in_process_answer(client, backend):
     assert [a.choices[0].message.content for a in answers] == [expected(backend, red), expected(backend, blue)]
     first = answers[0]
     assert first.object == "chat.completion" and first.id.startswith("chatcmpl-") and first.model == backend.path.name
-    assert first.choices[0].message.role == "assistant" and first.choices[0].finish_reason == "length"
-    assert first.usage.completion_tokens == 6 and first.usage.total_tokens == first.usage.prompt_tokens + 6
+    reply = expected_reply(backend, red)
+    assert first.choices[0].message.role == "assistant" and first.choices[0].finish_reason == reply.finish_reason
+    assert (first.usage.prompt_tokens, first.usage.completion_tokens) == (reply.prompt_tokens, reply.completion_tokens)
+    assert first.usage.total_tokens == reply.prompt_tokens + reply.completion_tokens
     plain = client.chat.completions.create(model="any", messages=[{"role": "user", "content": QUESTION}])
     assert plain.choices[0].message.content == expected(backend, None)
     assert client.models.list().data[0].id == backend.path.name
@@ -94,9 +103,10 @@ def test_a_streamed_answer_comes_piece_by_piece_and_adds_up(client, backend):
     assert all(c.object == "chat.completion.chunk" for c in chunks) and len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
-    assert len(pieces) > 1 and "".join(pieces) == expected(backend, red)
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    reply = expected_reply(backend, red)
+    assert len(pieces) > 1 and "".join(pieces) == reply.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == reply.finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == reply.completion_tokens
 
 
 def test_the_event_stream_is_openai_sse_ending_with_done(server):

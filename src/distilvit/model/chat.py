@@ -46,15 +46,23 @@ class Reply:
 
 def join_parts(parts: Sequence[str | None]) -> str:
     """A message's text from its parts, in order: strings, and ``None`` where the image stands (it becomes the
-    ``<image>`` placeholder); parts are joined by newlines. Text that itself holds ``<image>`` is refused."""
+    ``<image>`` placeholder, right against the text around it, as in ``shapes-vqa`` and the caption layout);
+    consecutive text parts are joined by a newline. Text that itself holds ``<image>`` is refused."""
     if any(part is not None and IMAGE_TOKEN in part for part in parts):
         raise DistilViTError(f"the text contains {IMAGE_TOKEN!r}, which marks where the image goes; remove it "
                              "(the image is attached separately).")
-    return "\n".join(IMAGE_TOKEN if part is None else part for part in parts if part != "")
+    text, after_text = "", False
+    for part in parts:
+        if part is None:
+            text, after_text = text + IMAGE_TOKEN, False
+        elif part:
+            text, after_text = text + ("\n" if after_text else "") + part, True
+    return text
 
 
 def image_turn(text: str) -> str:
-    """A user turn that shows the image first, then ``text`` (the LLaVA layout ``<image>\\n...``)."""
+    """A user turn that shows the image first, then ``text``: ``<image>`` + ``text`` (the layout of the built-in
+    ``shapes-vqa`` questions; with the model's caption prompt as ``text`` it is the caption layout)."""
     return join_parts([None, text])
 
 
