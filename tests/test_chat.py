@@ -164,3 +164,25 @@ def test_bad_chat_input_is_error_exit_2(argv, message, model_dir, images, capsys
     assert main([names.get(a, a) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_streamed_pieces_add_up_with_the_real_smollm2_tokenizer():
+    """Byte-level BPE splits multi-byte characters over several tokens: pieces must wait for whole characters."""
+    pytest.importorskip("gguf")
+    from transformers import AutoTokenizer
+
+    from distilvit.model.chat import _RowStreamer, decode_reply
+    from distilvit.model.gguf import convert_gguf
+
+    tokenizer = AutoTokenizer.from_pretrained(convert_gguf("smollm2-gguf"))
+    text = "The circle is rouge foncé 🔴, left of the 大きい square.\n  Yes!"
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    pieces: list[str] = []
+    streamer = _RowStreamer(tokenizer, [pieces.append], {tokenizer.eos_token_id})
+    streamer.put(torch.tensor([[1, 2]]))  # the prompt: skipped
+    for token in ids + [tokenizer.eos_token_id, tokenizer.eos_token_id]:
+        streamer.put(torch.tensor([token]))
+    streamer.send(0, decode_reply(tokenizer, ids))
+    assert "".join(pieces) == decode_reply(tokenizer, ids) == text
+    assert all("\ufffd" not in piece for piece in pieces) and len(pieces) > len(text.split())
