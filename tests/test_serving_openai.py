@@ -8,6 +8,7 @@ import asyncio
 import base64
 import http.server
 import io
+import json
 import threading
 import time
 
@@ -252,3 +253,48 @@ def test_concurrent_conversations_share_batches_and_each_gets_its_own_answer(bac
     contents = [a.json()["choices"][0]["message"]["content"] for a in answers]
     assert contents == [expected(backend, encode((30, 20), colour=c), t) for c, t in zip(colours, texts)]
     assert health["chat_batching"]["images"] == 4 and health["chat_batching"]["mean_batch_size"] > 1
+
+
+class FakeChatBackend(RecordingBackend):
+    """Answers every conversation with "ok" after ``delay_s``, or fails (a broken model)."""
+
+    def prepare_chat(self, messages, image=None, on_text=None):
+        return on_text
+
+    def chat(self, jobs):
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        for on_text, _ in jobs:
+            if on_text is not None:
+                on_text("ok")
+        from distilvit.model.chat import Reply
+
+        return [Reply("ok", 3, 1, "stop") for _ in jobs]
+
+
+def test_a_failure_after_streaming_started_is_an_error_event_then_done():
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with TestClient(create_app(FakeChatBackend(fail=True), LIMITS), raise_server_exceptions=False) as test_client:
+        events = [line for line in test_client.post("/v1/chat/completions", json=body).iter_lines() if line]
+        body["stream"] = False
+        plain = test_client.post("/v1/chat/completions", json=body)
+    assert events[-1] == "data: [DONE]" and '"role": "assistant"' in events[0]
+    error = json.loads(events[-2][len("data: "):])["error"]
+    assert error["code"] == "internal_error" and "RuntimeError" in error["message"]
+    assert plain.status_code == 500 and plain.json()["error"]["code"] == "internal_error"
+
+
+def test_an_answer_over_the_timeout_is_504_or_a_timeout_event():
+    limits = ServeLimits(timeout_s=0.2)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with TestClient(create_app(FakeChatBackend(delay_s=1.0), limits)) as test_client:
+        plain = test_client.post("/v1/chat/completions", json=body)
+        events = [line for line in test_client.post("/v1/chat/completions", json=body | {"stream": True}).iter_lines()
+                  if line]
+        quick = TestClient(create_app(FakeChatBackend(), limits))
+        with quick:
+            answer = quick.post("/v1/chat/completions", json=body).json()
+    assert plain.status_code == 504 and plain.json()["error"]["code"] == "timeout"
+    assert json.loads(events[-2][len("data: "):])["error"]["code"] == "timeout" and events[-1] == "data: [DONE]"
+    assert answer["choices"][0]["message"]["content"] == "ok"
