@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +36,8 @@ from distilvit.serving.batching import MicroBatcher
 from distilvit.serving.data_urls import decode_data_url
 from distilvit.serving.errors import error_body
 from distilvit.serving.limits import APIError, ServeLimits
+
+logger = logging.getLogger("distilvit.serving")
 
 MAX_TOKENS = 4096  # the largest max_tokens a request may ask for
 
@@ -232,7 +235,7 @@ def add_openai_routes(app: FastAPI, backend, limits: ServeLimits) -> MicroBatche
                            "POST /caption.", headers={"x-should-retry": "false"})
         parsed = parse_request(await request.body())
         urls = image_parts(parsed)
-        if len(urls) > 1 or len(urls) > limits.max_images:
+        if len(urls) > 1:  # the model reads one image per conversation (--max-images is at least 1)
             raise APIError(413, "too_many_images", f"{len(urls)} images in one conversation; the limit is 1 (the "
                            "model reads one image per conversation). Send one image.")
         messages = conversation(parsed)
@@ -297,6 +300,7 @@ async def _stream(task, pieces: asyncio.Queue, deadline: float, limits: ServeLim
     except APIError as err:
         yield f"data: {json.dumps(error_body('/v1/', err.status, err.code, err.message))}\n\n"
     except Exception as err:  # noqa: BLE001 -- the status line is gone: report the failure in the stream
+        logger.exception("answering a streamed chat request failed")
         body = error_body("/v1/", 500, "internal_error", f"the server failed ({type(err).__name__}); this is a "
                           "bug, please report it with the server log.")
         yield f"data: {json.dumps(body)}\n\n"
