@@ -84,7 +84,7 @@ def test_corrupt_image_given_to_caption(trained_model, tmp_path, capsys):
     assert "cannot read image" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "caption", "shapes-encoder"])
+@pytest.mark.parametrize("command", ["train", "eval", "caption", "chat", "shapes-encoder"])
 def test_help_explains_every_option(command, capsys):
     from distilvit.cli.main import build_parser
 

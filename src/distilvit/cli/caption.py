@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--onnx", action="store_true",
                         help="MODEL is an ONNX bundle: caption with onnxruntime, no torch (greedy or beam search; "
                         "sampling, repetition controls and --ban are not available)")
+    parser.add_argument("--prompt", default=None,
+                        help="an instruction or question answered for each image instead of the model's own caption "
+                        "prompt (PyTorch models of the prefix architecture; same layout as `distilvit chat --prompt`)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"image", "caption"} objects')
     parser.add_argument("--batch-size", type=int, default=8, help="images captioned together")
     add_revision_option(parser)
@@ -35,6 +38,11 @@ def run(args) -> int:
     generation = generation_kwargs(args)  # fail on bad options or images before loading the model
     if args.onnx:
         check_onnx_options(generation)
+        if args.prompt is not None:
+            from distilvit.errors import DistilViTError
+
+            raise DistilViTError("--prompt cannot be used with --onnx (a bundle holds the model's fixed caption "
+                                 "prompt); use the PyTorch model folder.")
     images = [open_image(path) for path in args.images]
     if args.onnx:
         from distilvit.export import OnnxCaptioner
@@ -47,7 +55,12 @@ def run(args) -> int:
         from distilvit.model.captioning import generate_captions
 
         model, processor = load_captioner(args.model, revision=args.revision)
-        captions = generate_captions(model, processor, images, batch_size=args.batch_size, **generation)
+        if args.prompt is not None:
+            from distilvit.model.chat import answer_images
+
+            captions = answer_images(model, processor, images, args.prompt, batch_size=args.batch_size, **generation)
+        else:
+            captions = generate_captions(model, processor, images, batch_size=args.batch_size, **generation)
     if args.json:
         print(json.dumps([{"image": p, "caption": c} for p, c in zip(args.images, captions)], indent=2))
     else:

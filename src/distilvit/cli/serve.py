@@ -38,10 +38,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_port: int) -> 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="serve a model over HTTP (POST /caption)",
+        help="serve a model over HTTP (POST /caption, OpenAI-compatible POST /v1/chat/completions)",
         description="Serve a model (PyTorch folder or ONNX bundle) as an HTTP API: POST /caption with multipart "
-        "image uploads in the field 'images', GET /health, OpenAPI docs at /docs. Concurrent requests are "
-        "captioned together in micro-batches. Uploads only: the server never fetches URLs.",
+        "image uploads in the field 'images', GET /health, OpenAPI docs at /docs, and OpenAI's chat API at "
+        "/v1/chat/completions (images as base64 data: URLs; PyTorch models only). Concurrent requests are "
+        "answered together in micro-batches. Uploads only: the server never fetches URLs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_model_options(parser, default_port=8000)
@@ -102,6 +103,7 @@ def run(args) -> int:
     backend = load_backend(args.model, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                            revision=args.revision)
     app = create_app(backend, limits)
-    print(f"serving {args.model} on http://{args.host}:{args.port}  (POST /caption, docs at /docs)", flush=True)
+    print(f"serving {args.model} on http://{args.host}:{args.port}  (POST /caption, POST /v1/chat/completions, "
+          "docs at /docs)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import GenerationConfig
 
 from distilvit.model.modeling import DistilViTForCaptioning
 from distilvit.model.processing import CaptionProcessor
@@ -28,6 +29,23 @@ def banned_words_ids(processor: CaptionProcessor, words: Sequence[str]) -> list[
     return ids
 
 
+def generation_config(model, processor, **generation) -> GenerationConfig:
+    """The model's default decoding updated with :data:`GENERATION_OPTIONS` (``seed`` seeds torch here)."""
+    unknown = set(generation) - set(GENERATION_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown generation options {sorted(unknown)}; known: {GENERATION_OPTIONS}")
+    generation = dict(generation)
+    seed = generation.pop("seed", None)
+    if seed is not None:
+        torch.manual_seed(seed)
+    banned = generation.pop("banned_words", None)
+    if banned:
+        generation["bad_words_ids"] = banned_words_ids(processor, banned)
+    config = model.default_generation_config()
+    config.update(**{k: v for k, v in generation.items() if v is not None})
+    return config
+
+
 @torch.no_grad()
 def generate_captions(
     model: DistilViTForCaptioning,  # or an EncoderDecoderCaptioner
@@ -42,18 +60,7 @@ def generate_captions(
 
     ``banned_words`` is a list of words the captions must not contain; ``seed`` makes sampling repeatable.
     """
-    unknown = set(generation) - set(GENERATION_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown generation options {sorted(unknown)}; known: {GENERATION_OPTIONS}")
-    generation = dict(generation)
-    seed = generation.pop("seed", None)
-    if seed is not None:
-        torch.manual_seed(seed)
-    banned = generation.pop("banned_words", None)
-    if banned:
-        generation["bad_words_ids"] = banned_words_ids(processor, banned)
-    config = model.default_generation_config()
-    config.update(**{k: v for k, v in generation.items() if v is not None})
+    config = generation_config(model, processor, **generation)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

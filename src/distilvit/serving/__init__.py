@@ -6,7 +6,8 @@
 * :mod:`distilvit.serving.gradio_app` -- the Gradio page (imports gradio; not imported here).
 
 Module map: ``backend`` (model loading), ``limits`` (limits, API errors), ``uploads`` (validating and decoding
-uploads), ``batching`` (micro-batching), ``errors`` (JSON error handlers), ``app`` (routes).
+uploads), ``batching`` (micro-batching), ``errors`` (JSON error handlers), ``app`` (routes), ``openai_api``
+(the OpenAI-compatible chat routes), ``data_urls`` (images sent as ``data:`` URLs).
 Design notes: ``docs/serving.md``.
 """
 

@@ -1,4 +1,5 @@
-"""The HTTP API (FastAPI): ``POST /caption``, ``GET /health``, OpenAPI docs at ``/docs``.
+"""The HTTP API (FastAPI): ``POST /caption``, ``GET /health``, OpenAPI docs at ``/docs``, and the
+OpenAI-compatible ``POST /v1/chat/completions`` / ``GET /v1/models`` (:mod:`distilvit.serving.openai_api`).
 
 :func:`create_app` wraps any backend with ``caption(images) -> list[str]`` (see :mod:`distilvit.serving.backend`).
 Bad input always gets a 4xx with a JSON body ``{"error": code, "message": what was wrong and what to do}``;
@@ -21,6 +22,7 @@ from distilvit import __version__
 from distilvit.serving.batching import MicroBatcher
 from distilvit.serving.errors import ERROR_RESPONSES, install_error_handlers
 from distilvit.serving.limits import APIError, ServeLimits
+from distilvit.serving.openai_api import add_openai_routes
 from distilvit.serving.uploads import check_content_type, decode_image
 
 DESCRIPTION = """Caption images with a distilvit model.
@@ -32,6 +34,10 @@ bytes only: it never fetches URLs. Captions come back in upload order.
 Errors are JSON `{"error": code, "message": ...}`: 400 undecodable image or malformed body,
 413 body / image pixels / image count over the limit, 415 non-image content type, 422 no `images` field,
 503 queue full, 504 timeout. Current limits: `GET /health`.
+
+`POST /v1/chat/completions` answers conversations about an image in OpenAI's chat format (any OpenAI client with
+`base_url="http://HOST:PORT/v1"`; images only as base64 `data:` URLs; `stream: true` for server-sent events);
+its errors come in OpenAI's shape `{"error": {"message", "type", "code"}}` with the same codes.
 """
 
 
@@ -74,15 +80,21 @@ def create_app(backend, limits: ServeLimits | None = None) -> FastAPI:
     batcher = MicroBatcher(backend.caption, max_batch_size=limits.max_batch_size,
                            batch_wait_ms=limits.batch_wait_ms, max_queue=limits.max_queue)
 
+    batchers = [batcher]
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        await batcher.start()
+        for each in batchers:
+            await each.start()
         yield
-        await batcher.stop()
+        for each in batchers:
+            await each.stop()
 
     app = FastAPI(title="distilvit captioning API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.backend, app.state.batcher, app.state.limits = backend, batcher, limits
     install_error_handlers(app, limits)
+    chat_batcher = add_openai_routes(app, backend, limits)
+    batchers += [chat_batcher] if chat_batcher is not None else []
 
     @app.get("/", include_in_schema=False)
     async def index() -> RedirectResponse:
@@ -90,7 +102,8 @@ def create_app(backend, limits: ServeLimits | None = None) -> FastAPI:
 
     @app.get("/health", summary="model, limits and batching statistics")
     async def health() -> dict:
-        return {"status": "ok", "model": backend.describe(), "limits": limits.as_dict(), "batching": batcher.stats()}
+        return {"status": "ok", "model": backend.describe(), "limits": limits.as_dict(), "batching": batcher.stats(),
+                "chat_batching": chat_batcher.stats() if chat_batcher is not None else None}
 
     @app.post(
         "/caption", response_model=CaptionResponse, responses=ERROR_RESPONSES, summary="caption uploaded images",

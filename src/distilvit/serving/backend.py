@@ -7,7 +7,9 @@
 * ``config.json`` of a distilvit captioner -> :class:`TorchBackend` (``load_captioner`` + ``generate_captions``).
 
 Both have ``caption(images) -> list[str]`` (PIL RGB images in, one caption per image, same order) and
-``describe() -> dict`` (what is being served, for ``GET /health`` and the Gradio page).
+``describe() -> dict`` (what is being served, for ``GET /health`` and the Gradio page). :class:`TorchBackend`
+also answers conversations (``prepare_chat`` + ``chat``, for ``POST /v1/chat/completions``); an ONNX bundle
+holds a fixed caption prompt and cannot, so the chat route answers 501 for it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,35 @@ class TorchBackend:
             return generate_captions(
                 self.model, self.processor, list(images), batch_size=len(images), **self.generation
             )
+
+    def prepare_chat(self, messages: Sequence[dict], image=None, on_text=None):
+        """A conversation ready for :meth:`chat` (its ids built here); :class:`DistilViTError` if malformed.
+
+        ``messages``: ``{"role", "content": [str, or None where the image stands, ...]}``; ``on_text`` receives
+        the reply piece by piece while it is generated (from the generating thread)."""
+        from distilvit.model.chat import Conversation, check_chat_model, conversation_ids, join_parts
+
+        check_chat_model(self.model)
+        messages = [{"role": m["role"], "content": join_parts(m["content"])} for m in messages]
+        ids = conversation_ids(self.processor, messages, has_image=image is not None)
+        return Conversation(ids, image, on_text)
+
+    def chat(self, jobs: Sequence[tuple]) -> list:
+        """Replies (``distilvit.model.chat.Reply``) to ``(conversation, generation options)`` jobs, in order;
+        jobs with equal options share one batched ``generate`` call."""
+        from distilvit.model.chat import generate_replies
+
+        groups: dict[str, list[int]] = {}
+        for index, (_, options) in enumerate(jobs):
+            groups.setdefault(repr(sorted(options.items())), []).append(index)
+        replies: list = [None] * len(jobs)
+        with self._lock:
+            for indices in groups.values():
+                conversations, options = [jobs[i][0] for i in indices], jobs[indices[0]][1]
+                answers = generate_replies(self.model, self.processor, conversations, **options)
+                for index, reply in zip(indices, answers):
+                    replies[index] = reply
+        return replies
 
     def describe(self) -> dict:
         return {

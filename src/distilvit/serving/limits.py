@@ -60,11 +60,12 @@ class APIError(Exception):
     """A request the server refuses: HTTP ``status``, a short machine-readable ``code`` and a ``message``
     that says what was wrong and what to do. Sent as ``{"error": code, "message": message}``."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers  # extra response headers (e.g. telling clients not to retry)
 
     def body(self) -> dict:
         return {"error": self.code, "message": self.message}
