@@ -25,7 +25,7 @@ What the test checks:
      never flagged.
 
 3. Every ratio (``N.NNx``) in a cited block is written with the digits its sources write (``3.06x``, never a
-   rounded-up ``3.1x``; a ``.md`` and ``.json`` of the same name count as one source), unless it is 1 (a
+   rounded ``3.1x`` or ``3x``; a ``.md`` and ``.json`` of the same name count as one source), unless it is 1 (a
    baseline) or listed in ``DERIVED`` with the computation behind it.
 """
 
@@ -59,6 +59,7 @@ DERIVED: list[tuple[str, str, str]] = [
     ("demo.md", "blind baseline by 11.2x in CIDEr (9.418 vs 0.844)", "cider 9.4184 / 0.8444 (grounding.json)"),
     ("speed.md", "| 0.58 | 1.57x |", "samples/s (b) 0.583 / (a) 0.372 (train_throughput.json)"),
     ("speed.md", "The 10x target is not reached", "a target, not a result"),
+    ("export.md", "by a thin margin over 3x", "the project's 3x goal, not a result"),
 ]
 
 UNITS = (r"samples/s|tokens/s|requests/s|images/s|GFLOP/s|GOPS|GFLOP|MiB|GiB|MB|GB|KB|kB|us|µs|ms|minutes|min|s"
@@ -207,7 +208,7 @@ def unmatched_ratios(path: Path) -> list[str]:
         source = results_text(block["sources"])
         for match in RATIO.finditer(text):
             value = match.group(1)
-            if float(value) == 1.0 or re.search(rf"(?<![\d.]){re.escape(value)}(?!\d)", source):
+            if float(value) == 1.0 or re.search(rf"(?<![\d.]){re.escape(value)}(?!\.?\d)", source):
                 continue
             if any(match.group() in snippet and snippet in flat for _, snippet in derived):
                 continue
