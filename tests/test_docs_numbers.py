@@ -16,15 +16,18 @@ What the test checks:
      (``KB``, ``MB``, ``MiB``, ``GB``, ``GiB``), rate (``samples/s``, ``tokens/s``, ``requests/s``,
      ``images/s``, ``GFLOP/s``, ``GOPS``), work (``GFLOP``), share (``%``, ``points``) or ratio (``x``, as in
      ``3.06x``, but not a shape such as ``2x2`` or ``320x240``); ranges such as ``245-258 ms`` count.
-   * Not measurements, and so exempt: anything inside inline code (`` `--timeout 60` ``); a figure whose
-     table cell or parenthesised group names an option (`` `--max-upload-mb` ``) or says ``default``, or whose
-     parenthesised group follows an option name (`` `--timeout` (60 s) ``): a default or limit of the code, not
-     a result; the figures listed in ``NOT_MEASURED`` below, each with the reason
+   * Not measurements, and so exempt: anything inside inline code (`` `--timeout 60` ``); a figure whose short
+     clause (its table cell, or the ``;``-separated part of its innermost parenthesised group, at most 80
+     characters) names an option (`` `--max-upload-mb` ``) or says ``default``, or whose parenthesised group
+     follows an option name (`` `--timeout` (60 s) ``): a default or limit of the code, not a result; the figures listed in ``NOT_MEASURED`` below, each with the reason
      it is not a measurement (a specification, an input of a benchmark, arithmetic on documented defaults).
    * Counts of things (``196 tokens``, ``200 images``), versions and option values carry no unit above and are
      never flagged.
 
-3. Every ratio (``N.NNx``) in a cited block is written with the digits its sources write (``3.06x``, never a
+3. Every other measurement in a cited block is one of the cited results files' numbers, rounded to the
+   figure's decimals (or that number as a percentage, or milliseconds written as seconds), unless listed in
+   ``DERIVED``.
+4. Every ratio (``N.NNx``) in a cited block is written with the digits its sources write (``3.06x``, never a
    rounded ``3.1x`` or ``3x``; a ``.md`` and ``.json`` of the same name count as one source), unless it is 1 (a
    baseline) or listed in ``DERIVED`` with the computation behind it.
 """
@@ -54,14 +57,16 @@ NOT_MEASURED: list[tuple[str, str, str]] = [
     ("export.md", "protobuf's 2 GB limit", "a limit of the protobuf format"),
 ]
 
-# (file name, text around a ratio computed from a cited results file's numbers, the computation)
+# (file name, text around a figure computed from a cited results file's numbers, or a target, and why)
 DERIVED: list[tuple[str, str, str]] = [
     ("demo.md", "blind baseline by 11.2x in CIDEr (9.418 vs 0.844)", "cider 9.4184 / 0.8444 (grounding.json)"),
     ("speed.md", "| 0.58 | 1.57x |", "samples/s (b) 0.583 / (a) 0.372 (train_throughput.json)"),
     ("speed.md", "The 10x target is not reached", "a target, not a result"),
     ("export.md", "by a thin margin over 3x", "the project's 3x goal, not a result"),
+    ("speed.md", "2 FMA x 8 lanes x 2 x ~3 GHz = ~96 GFLOP/s", "the core's nominal fp32 peak, arithmetic"),
 ]
 
+CLAUSE = 80  # longest clause that counts as an option's note
 UNITS = (r"samples/s|tokens/s|requests/s|images/s|GFLOP/s|GOPS|GFLOP|MiB|GiB|MB|GB|KB|kB|us|µs|ms|minutes|min|s"
          r"|%|points")
 NUMBER = r"(?<![\w.])\d[\d,]*(?:\.\d+)?"
@@ -125,15 +130,16 @@ def blocks(path: Path) -> list[dict]:
 
 
 def option_context(text: str, start: int, end: int) -> bool:
-    """Whether the figure at ``text[start:end]`` is an option value: its table cell or parenthesised group
-    names an option or says "default"."""
+    """Whether the figure at ``text[start:end]`` is an option value: the short clause around it (its table cell,
+    or the ``;``-separated part of its innermost parenthesised group, at most ``CLAUSE`` characters) names an
+    option or says "default", or its parenthesised group follows an option name (`` `--timeout` (60 s) ``)."""
     line_start = text.rfind("\n", 0, start) + 1
     line_end = text.find("\n", end)
     line = text[line_start: len(text) if line_end < 0 else line_end]
     pos = start - line_start
     if line.lstrip().startswith("|"):
         left, right = line.rfind("|", 0, pos), line.find("|", pos)
-        group = line[left + 1: right if right >= 0 else len(line)]
+        clause = line[left + 1: right if right >= 0 else len(line)]
     else:
         depth, left = 0, None
         for i in range(start - 1, -1, -1):
@@ -155,10 +161,12 @@ def option_context(text: str, start: int, end: int) -> bool:
                     right = i
                     break
                 depth -= 1
-        group = text[left + 1: right]
-        if text[:left].rstrip().endswith("OPTION"):  # `--timeout` (60 s)
+        if text[:left].rstrip().endswith("OPTION"):
             return True
-    return "OPTION" in group or re.search(r"\bdefaults?\b", group) is not None
+        head, tail = text.rfind(";", left, start), text.find(";", end, right)
+        clause = text[max(head, left) + 1: tail if tail >= 0 else right]
+    clause = " ".join(clause.split())
+    return len(clause) <= CLAUSE and ("OPTION" in clause or re.search(r"\bdefaults?\b", clause) is not None)
 
 
 def uncited_measurements(path: Path) -> list[str]:
@@ -214,6 +222,37 @@ def unmatched_ratios(path: Path) -> list[str]:
                 continue
             problems.append(f"{path.relative_to(ROOT)}:{block['line']}: {match.group()!r} is not in {block['sources']}")
     return problems
+
+
+def unmatched_figures(path: Path) -> list[str]:
+    """Measurements (with a unit, ratios aside) in cited blocks that no number of the cited results files gives
+    when rounded to the figure's decimals (as is, as a percentage of a fraction, or ms as s)."""
+    derived = [(name, text) for name, text, _ in DERIVED if name == path.name]
+    problems = []
+    for block in blocks(path):
+        if not block["cited"] or block["kind"] == "heading":
+            continue
+        text = CODE_SPAN.sub(lambda m: "OPTION" if m.group()[1:3] == "--" else "CODE", block["text"])
+        flat = " ".join(block["text"].split())
+        source = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", results_text(block["sources"]).replace(",", ""))]
+        for match in MEASUREMENT.finditer(text):
+            if match.group().endswith("x") or option_context(text, match.start(), match.end()):
+                continue
+            if any(match.group() in snippet and snippet in flat for _, snippet in derived):
+                continue
+            for number in re.findall(r"\d[\d,]*(?:\.\d+)?", match.group()):
+                number = number.replace(",", "")
+                value, half = float(number), 0.5 * 10 ** -(len(number.split(".")[1]) if "." in number else 0)
+                if not any(abs(x - value) <= half + 1e-9 for v in source for x in (v, 100 * v, v / 1000)):
+                    problems.append(f"{path.relative_to(ROOT)}:{block['line']}: {number} (in {match.group()!r}) "
+                                    f"is not in {block['sources']}")
+    return problems
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: p.name)
+def test_cited_figures_are_in_their_results_files(path):
+    """A cited measurement is one of its results file's numbers, rounded (not a number from elsewhere)."""
+    assert unmatched_figures(path) == []
 
 
 @pytest.mark.parametrize("path", doc_files(), ids=lambda p: p.name)
