@@ -24,8 +24,8 @@ What the test checks:
    * Counts of things (``196 tokens``, ``200 images``), versions and option values carry no unit above and are
      never flagged.
 
-3. Every other measurement in a cited block is one of the cited results files' numbers, rounded to the
-   figure's decimals (or that number as a percentage, or milliseconds written as seconds), unless listed in
+3. Every other measurement in a cited block, and every number with decimals there (CIDEr 9.4184), is one of
+   the cited results files' numbers, rounded to the figure's decimals (or that number as a percentage, or milliseconds written as seconds), unless listed in
    ``DERIVED``.
 4. Every ratio (``N.NNx``) in a cited block is written with the digits its sources write (``3.06x``, never a
    rounded ``3.1x`` or ``3x``; a ``.md`` and ``.json`` of the same name count as one source), unless it is 1 (a
@@ -75,6 +75,7 @@ MEASUREMENT = re.compile(rf"{RANGE}\s?(?:{UNITS})(?![\w/])|{RANGE}x(?![\w\d])")
 RESULTS_CITE = re.compile(r"benchmarks/results/[\w.{},*-]+")
 SCRIPT_CITE = re.compile(r"benchmarks/([\w-]+)\.py")
 CODE_SPAN = re.compile(r"`[^`]*`")
+DECIMAL = re.compile(r"(?<![\w.\-/])\d+\.\d+(?![\w.]*\d)")
 
 
 def expand(cited: str) -> list[str]:
@@ -225,8 +226,9 @@ def unmatched_ratios(path: Path) -> list[str]:
 
 
 def unmatched_figures(path: Path) -> list[str]:
-    """Measurements (with a unit, ratios aside) in cited blocks that no number of the cited results files gives
-    when rounded to the figure's decimals (as is, as a percentage of a fraction, or ms as s)."""
+    """Measurements (with a unit, ratios aside) and numbers with decimals in cited blocks that no number of the
+    cited results files gives when rounded to the figure's decimals (as is, as a percentage of a fraction, or ms
+    as s)."""
     derived = [(name, text) for name, text, _ in DERIVED if name == path.name]
     problems = []
     for block in blocks(path):
@@ -235,17 +237,22 @@ def unmatched_figures(path: Path) -> list[str]:
         text = CODE_SPAN.sub(lambda m: "OPTION" if m.group()[1:3] == "--" else "CODE", block["text"])
         flat = " ".join(block["text"].split())
         source = [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", results_text(block["sources"]).replace(",", ""))]
+        numbers: list[tuple[str, str]] = []
         for match in MEASUREMENT.finditer(text):
             if match.group().endswith("x") or option_context(text, match.start(), match.end()):
                 continue
             if any(match.group() in snippet and snippet in flat for _, snippet in derived):
                 continue
-            for number in re.findall(r"\d[\d,]*(?:\.\d+)?", match.group()):
-                number = number.replace(",", "")
-                value, half = float(number), 0.5 * 10 ** -(len(number.split(".")[1]) if "." in number else 0)
-                if not any(abs(x - value) <= half + 1e-9 for v in source for x in (v, 100 * v, v / 1000)):
-                    problems.append(f"{path.relative_to(ROOT)}:{block['line']}: {number} (in {match.group()!r}) "
-                                    f"is not in {block['sources']}")
+            numbers += [(number, match.group()) for number in re.findall(r"\d[\d,]*(?:\.\d+)?", match.group())]
+        # unitless decimals too (CIDEr 9.4184, BLEU-4 0.975), ratios aside (checked digit for digit)
+        numbers += [(m.group(), m.group()) for m in DECIMAL.finditer(text) if not text[m.end():].startswith("x")
+                    and not any(m.group() in snippet and snippet in flat for _, snippet in derived)]
+        for number, figure in dict.fromkeys(numbers):
+            number = number.replace(",", "")
+            value, half = float(number), 0.5 * 10 ** -(len(number.split(".")[1]) if "." in number else 0)
+            if not any(abs(x - value) <= half + 1e-9 for v in source for x in (v, 100 * v, v / 1000)):
+                problems.append(f"{path.relative_to(ROOT)}:{block['line']}: {number} (in {figure!r}) "
+                                f"is not in {block['sources']}")
     return problems
 
 
