@@ -8,7 +8,7 @@ caption request from this process, and stops; then the log must hold loopback na
 
 The child's environment is a user's, not the test suite's: the hub-offline switches the suite sets are
 removed and ``GRADIO_ANALYTICS_ENABLED=True`` is set, so the app itself must turn Gradio's telemetry and
-version check off. (The hooks see what goes through Python's ``socket`` module, which is every client used
+version check off (proxy variables are dropped, so that a CI proxy cannot stand between the server and itself). (The hooks see what goes through Python's ``socket`` module, which is every client used
 here: httpx, urllib, huggingface_hub, asyncio; an event loop with its own resolver, such as uvloop, would not.)
 """
 
@@ -109,7 +109,8 @@ def run_recorded(tmp_path: Path, argv: list[str], url: str, ask) -> list[tuple[s
     process; return the recorded ``(kind, host)`` pairs."""
     wrapper, log, out = tmp_path / "netlog_wrapper.py", tmp_path / "net.log", tmp_path / "server.out"
     wrapper.write_text(WRAPPER)
-    env = {k: v for k, v in os.environ.items() if k not in SUITE_ONLY}
+    # no proxy variables: they would route the server's own loopback checks through another host in some CI setups
+    env = {k: v for k, v in os.environ.items() if k not in SUITE_ONLY and not k.lower().endswith("_proxy")}
     env.update(DISTILVIT_NET_LOG=str(log), GRADIO_ANALYTICS_ENABLED="True", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])))
     with open(out, "w") as sink:
@@ -121,7 +122,7 @@ def run_recorded(tmp_path: Path, argv: list[str], url: str, ask) -> list[tuple[s
             assert child.poll() is None, f"the server stopped:\n{out.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"the server did not come up:\n{out.read_text()[-3000:]}"
             try:
-                if httpx.get(url, timeout=2).status_code < 500:
+                if httpx.get(url, timeout=2, trust_env=False).status_code < 500:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -147,7 +148,7 @@ def test_serve_starts_and_answers_without_reaching_another_host(model_dir, tmp_p
     port = free_port()
 
     def ask(url):
-        response = httpx.post(f"{url.rsplit('/', 1)[0]}/caption", timeout=120,
+        response = httpx.post(f"{url.rsplit('/', 1)[0]}/caption", timeout=120, trust_env=False,
                               files=[("images", ("red.png", encode((40, 30)), "image/png"))])
         assert response.status_code == 200, response.text
         assert isinstance(response.json()["captions"][0]["caption"], str)
