@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from distilvit.errors import ModelError
 from distilvit.model.configuration import DistilViTConfig
+from distilvit.model.files import check_model_folder, load_checked, load_config, refuse_pickles
 from distilvit.model.gguf import convert_gguf, is_gguf
 from distilvit.model.lora import default_target_modules
 from distilvit.model.modeling import DistilViTForCaptioning
@@ -67,10 +69,19 @@ def _resolve(name: str, what: str) -> str:
     return name
 
 
+def _check_local(path: str, what: str, auto_class: str = "AutoModel") -> None:
+    """A local model folder is checked (safetensors weights, readable files) before transformers reads it."""
+    if Path(path).is_dir():
+        check_model_folder(path, what, auto_class)
+
+
 def _hub_call(fn, name: str, what: str, **kwargs):
     try:
         return fn(name, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
+        if "use_safetensors" in str(err):  # a Hub repository without safetensors weights
+            auto_class = "AutoModelForCausalLM" if "decoder" in what else "AutoModel"
+            raise refuse_pickles(Path(name), ["pytorch_model.bin"], what, auto_class) from None
         raise ModelError(
             f"cannot load {what} {name!r}: {str(err).splitlines()[0]}. If this is a Hub id, the Hub may be "
             "unreachable (offline?); download the model to a folder and pass the folder instead."
@@ -83,6 +94,7 @@ def load_encoder(name: str, cache_dir: str | None = None):
         config, processor = preset_encoder(name)
         return build_vision_model(config), processor, True
     path = _resolve(name, "encoder model")
+    _check_local(path, "encoder model")
     config = vision_config_of(_hub_call(AutoConfig.from_pretrained, path, "encoder config", cache_dir=cache_dir))
     vision = _hub_call(_load_vision_weights, path, "encoder", config=config, cache_dir=cache_dir)
     processor = _hub_call(AutoImageProcessor.from_pretrained, path, "image processor", cache_dir=cache_dir)
@@ -93,7 +105,7 @@ def _load_vision_weights(path: str, *, config, cache_dir):
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     model_class = MODEL_MAPPING[type(config)]
-    return model_class.from_pretrained(path, config=config, cache_dir=cache_dir, dtype=torch.float32)
+    return model_class.from_pretrained(path, config=config, cache_dir=cache_dir, dtype=torch.float32, use_safetensors=True)
 
 
 def check_decoder_config(config) -> None:
@@ -111,9 +123,11 @@ def check_decoder_config(config) -> None:
 def load_decoder(name: str, cache_dir: str | None = None):
     """``(language_model, tokenizer)`` for a decoder name (Hub id, folder, GGUF file or alias)."""
     path = str(convert_gguf(name, cache_dir)) if is_gguf(name) else _resolve(name, "decoder model")
+    _check_local(path, "decoder model", "AutoModelForCausalLM")
     config = _hub_call(AutoConfig.from_pretrained, path, "decoder config", cache_dir=cache_dir)
     check_decoder_config(config)
-    model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", cache_dir=cache_dir, dtype=torch.float32)
+    model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", cache_dir=cache_dir, dtype=torch.float32,
+                      use_safetensors=True)
     tokenizer = _hub_call(AutoTokenizer.from_pretrained, path, "tokenizer", cache_dir=cache_dir)
     return model, tokenizer
 
@@ -181,17 +195,14 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
 def load_captioner(path: str | Path, *, dtype: torch.dtype = torch.float32):
     """Load a trained model folder: ``(model, processor)``, in eval mode."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"model folder {path} does not exist.")
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path} is not a model folder (no config.json). Pass the folder written by `distilvit train`.")
-    config = AutoConfig.from_pretrained(path)
+    check_model_folder(path)  # config.json and safetensors weights readable; pickle-only folders refused
+    config = load_config(path)
     if config.model_type == "vision-encoder-decoder":  # --architecture encoder-decoder
         from distilvit.model.encoder_decoder import load_encoder_decoder
 
         return load_encoder_decoder(path, dtype=dtype)
     if not isinstance(config, DistilViTConfig):
         raise ModelError(f"{path} holds a {config.model_type!r} model, not a distilvit captioner.")
-    model = DistilViTForCaptioning.from_pretrained(path, dtype=dtype)
+    model = load_checked(DistilViTForCaptioning, path, dtype=dtype)
     processor = CaptionProcessor.from_pretrained(path)
     return model.eval(), processor
