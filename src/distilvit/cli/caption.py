@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from distilvit.cli.options import add_generation_options, generation_kwargs
+from distilvit.cli.options import add_generation_options, generation_kwargs, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
                         help="MODEL is an ONNX bundle: caption with onnxruntime, no torch (greedy or beam search; "
                         "sampling, repetition controls and --ban are not available)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"image", "caption"} objects')
-    parser.add_argument("--batch-size", type=int, default=8, help="images captioned together")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images captioned together")
     add_generation_options(parser)
     parser.set_defaults(run=run)
 

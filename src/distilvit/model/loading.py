@@ -24,7 +24,7 @@ from distilvit.model.modeling import DistilViTForCaptioning
 from distilvit.model.presets import is_preset, preset_encoder
 from distilvit.model.processing import CaptionProcessor
 from distilvit.model.reduction import DEFAULT_PREFIX_REDUCTION, reduced_shape
-from distilvit.model.vision import build_vision_model, probe_vision_output, vision_config_of
+from distilvit.model.vision import build_vision_model, check_feature_layer, probe_vision_output, vision_config_of
 
 logger = logging.getLogger("distilvit.model")
 
@@ -93,12 +93,20 @@ def load_encoder(name: str, cache_dir: str | None = None):
     if is_preset(name):
         config, processor = preset_encoder(name)
         return build_vision_model(config), processor, True
+    config = encoder_config(name, cache_dir)
     path = _resolve(name, "encoder model")
-    _check_local(path, "encoder model")
-    config = vision_config_of(_hub_call(AutoConfig.from_pretrained, path, "encoder config", cache_dir=cache_dir))
     vision = _hub_call(_load_vision_weights, path, "encoder", config=config, cache_dir=cache_dir)
     processor = _hub_call(AutoImageProcessor.from_pretrained, path, "image processor", cache_dir=cache_dir)
     return vision, processor, False
+
+
+def encoder_config(name: str, cache_dir: str | None = None):
+    """The vision config of an encoder name (preset, folder or Hub id), read without loading any weights."""
+    if is_preset(name):
+        return preset_encoder(name)[0]
+    path = _resolve(name, "encoder model")
+    _check_local(path, "encoder model")
+    return vision_config_of(_hub_call(AutoConfig.from_pretrained, path, "encoder config", cache_dir=cache_dir))
 
 
 def _load_vision_weights(path: str, *, config, cache_dir):
@@ -155,6 +163,7 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
     language_model, tokenizer = load_decoder(spec.decoder, spec.cache_dir)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    check_feature_layer(vision.config, spec.vision_feature_layer)
     raw_tokens, feature_dim = probe_vision_output(
         vision, _image_size(image_processor, vision.config), feature_layer=spec.vision_feature_layer
     )
