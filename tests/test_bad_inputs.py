@@ -316,3 +316,32 @@ def test_hub_repository_without_safetensors_is_refused_with_the_hint():
     message = str(refusal.value)
     assert "only as pickle files" in message and "AutoModelForCausalLM" in message
     assert "do not set `use_safetensors=True`" not in message
+
+
+def test_damaged_gguf_conversion_cache_is_converted_again(tiny_lm, tmp_path, monkeypatch):
+    """A cached GGUF conversion whose model.safetensors was truncated later is converted again, not loaded."""
+    import transformers
+
+    from distilvit.model import gguf
+
+    source = tmp_path / "tiny.gguf"
+    source.write_bytes(b"GGUF stand-in")  # the reader is replaced below: no real GGUF parsing here
+    converted = []
+
+    def read_gguf(auto_class):
+        original = auto_class.from_pretrained
+
+        def from_pretrained(folder, gguf_file=None, **kwargs):
+            assert gguf_file == source.name
+            converted.append(auto_class.__name__)
+            return original(tiny_lm)
+        return from_pretrained
+
+    for auto_class in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+        monkeypatch.setattr(auto_class, "from_pretrained", read_gguf(auto_class), raising=True)
+    target = gguf.convert_gguf(str(source), tmp_path / "cache")
+    assert converted == ["AutoModelForCausalLM", "AutoTokenizer"]
+    assert gguf.convert_gguf(str(source), tmp_path / "cache") == target and len(converted) == 2  # cached
+    _truncate(target, tiny_lm)
+    assert gguf.convert_gguf(str(source), tmp_path / "cache") == target and len(converted) == 4  # converted again
+    check_model_folder(target)
