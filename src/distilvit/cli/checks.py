@@ -82,7 +82,7 @@ def check_train_args(args: argparse.Namespace) -> None:
     if not 0 <= args.lora_dropout < 1:
         raise DistilViTError(f"--lora-dropout must be in [0, 1), got {args.lora_dropout:g}.")
     contradicting = [flag for flag in LORA_FLAGS if flag in given(args)]
-    if args.no_lora and contradicting:
+    if args.no_lora and contradicting and args.architecture == "prefix":  # encoder-decoder: no LoRA at all (its own check)
         raise DistilViTError(f"--no-lora trains no LoRA adapters, so {', '.join(contradicting)} cannot be used with it; "
                              "drop one or the other.")
     for flag in ("--checkpoints-dir", "--save-dir"):
