@@ -181,7 +181,7 @@ OPTION_CASES = [
     (["eval", "M", "--out", "F", "--sample", "2", "--no-meteor"], "is a file; give a new or existing folder"),
     (["eval", "M", "--out", "F/report", "--sample", "2", "--no-meteor"], "F is a file"),
     (["eval", "M", "--do-sample", "--top-p", "2", "--sample", "2"], "--top-p must be in (0, 1]"),
-    (["serve", "M", "--batch-wait-ms", "-1"], "--batch-wait-ms: must be 0 or more"),
+    (["serve", "M", "--batch-wait-ms", "-1"], "--batch-wait-ms must be 0 or more"),
     (["train", "--warmup-steps", "-3"], "--warmup-steps must be >= 0, got -3"),
     (["train", "--encoder-model", "E", "--vision-feature-layer", "99"],
      "--vision-feature-layer 99 is out of range for this siglip_vision_model encoder, which has 3 hidden states: "

@@ -17,13 +17,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def add_model_options(parser: argparse.ArgumentParser, *, default_port: int) -> None:
     """The model, address and decoding options ``serve`` and ``gradio`` share."""
     parser.add_argument("model", metavar="MODEL|ONNX_DIR",
@@ -57,7 +50,7 @@ def add_parser(subparsers) -> None:
                         help="seconds a request may wait for its captions (then 504)")
     parser.add_argument("--max-batch-size", type=positive_int, default=defaults.max_batch_size,
                         help="images captioned together in one model call")
-    parser.add_argument("--batch-wait-ms", type=non_negative_float, default=defaults.batch_wait_ms,
+    parser.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms,
                         help="how long the first queued image waits for others to join its batch")
     parser.add_argument("--max-queue", type=positive_int, default=defaults.max_queue,
                         help="images waiting to be captioned before new requests get 503")
