@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from distilvit.cli.options import add_generation_options, add_revision_option, generation_kwargs
+from distilvit.cli.options import add_generation_options, add_revision_option, generation_kwargs, positive_int
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
                         help="an instruction or question answered for each image instead of the model's own caption "
                         "prompt (PyTorch models of the prefix architecture; same layout as `distilvit chat --prompt`)")
     parser.add_argument("--json", action="store_true", help='print a JSON list of {"image", "caption"} objects')
-    parser.add_argument("--batch-size", type=int, default=8, help="images captioned together")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images captioned together")
     add_revision_option(parser)
     add_generation_options(parser)
     parser.set_defaults(run=run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from distilvit.cli.checks import check_local_model, check_output_folder
 from distilvit.cli.options import add_generation_options, add_revision_option, generation_kwargs, positive_int
 
 
@@ -39,6 +40,8 @@ def run(args) -> int:
     from distilvit.evaluation.run import evaluate_model
     generation = generation_kwargs(args)
     out = args.out or str(default_out_dir(args.model))
+    check_output_folder("--out", out)  # before the split is captioned
+    check_local_model(args.model)
     metrics = evaluate_model(
         args.model, args.dataset, split=args.split, sample=args.sample, out_dir=out, fmt=args.format,
         batch_size=args.batch_size, use_meteor=not args.no_meteor, generation=generation, overwrite=args.overwrite,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from distilvit.cli.checks import check_generation_args
 from distilvit.errors import DistilViTError
 
 
@@ -42,6 +43,7 @@ def generation_kwargs(args: argparse.Namespace) -> dict:
         raise DistilViTError("--temperature/--top-k/--top-p only apply with --do-sample.")
     if args.temperature is not None and args.temperature <= 0:
         raise DistilViTError("--temperature must be greater than 0.")
+    check_generation_args(args)
     kwargs = {
         "max_new_tokens": args.max_new_tokens,
         "num_beams": args.num_beams,

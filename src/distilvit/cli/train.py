@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from distilvit.choices import DEFAULT_PREFIX_REDUCTION, PREFIX_REDUCTIONS, PROJECTION_TYPES
+from distilvit.cli.checks import Given, GivenFlag, check_train_args
 from distilvit.cli.options import positive_int
 
 
@@ -65,13 +66,13 @@ def add_parser(subparsers) -> None:
                        "assistant's reply (for instruct LMs such as SmolLM2-Instruct)")
     model.add_argument("--max-length", type=positive_int, default=30, help="maximum caption length in tokens (EOS included)")
     model.add_argument("--unfreeze-vision-layers", type=int, default=0, help="train the last N encoder layers (-1 = all)")
-    model.add_argument("--lora-r", type=positive_int, default=16, help="LoRA rank")
-    model.add_argument("--lora-alpha", type=positive_int, default=16, help="LoRA alpha (scale = alpha / r)")
-    model.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout")
-    model.add_argument("--lora-target-modules", nargs="+", default=None,
+    model.add_argument("--lora-r", type=positive_int, default=16, action=Given, help="LoRA rank")
+    model.add_argument("--lora-alpha", type=positive_int, default=16, action=Given, help="LoRA alpha (scale = alpha / r)")
+    model.add_argument("--lora-dropout", type=float, default=0.1, action=Given, help="LoRA dropout")
+    model.add_argument("--lora-target-modules", nargs="+", default=None, action=Given,
                        help="LM modules that get LoRA (default: the attention projections of the architecture)")
     model.add_argument("--no-lora", action="store_true", help="train the projection only, LM fully frozen")
-    model.add_argument("--merge-lora", action="store_true",
+    model.add_argument("--merge-lora", action=GivenFlag,
                        help="save the final model with the LoRA adapters merged into the LM weights "
                        "(default: adapters kept as separate weights)")
 
@@ -82,7 +83,7 @@ def add_parser(subparsers) -> None:
     opt.add_argument("--eval-batch-size", type=positive_int, default=16, help="evaluation batch size per device")
     opt.add_argument("--gradient-accumulation-steps", type=positive_int, default=1, help="batches per optimiser step")
     opt.add_argument("--projection-lr", type=float, default=3e-4, help="learning rate of the projection")
-    opt.add_argument("--lora-lr", type=float, default=1e-4, help="learning rate of the LoRA adapters")
+    opt.add_argument("--lora-lr", type=float, default=1e-4, action=Given, help="learning rate of the LoRA adapters")
     opt.add_argument("--vision-lr", type=float, default=None, help="learning rate of trainable encoder layers (default: --projection-lr)")
     opt.add_argument("--learning-rate", type=float, default=None,
                      help="--architecture encoder-decoder only: learning rate of every weight (default 5e-5)")
@@ -136,6 +137,7 @@ def options_from_args(args):
     from distilvit.model import CaptionerSpec
     from distilvit.training.run import TrainOptions
 
+    check_train_args(args)  # ranges, contradictions, output paths, --base-model folder: before any heavy work
     if args.save_steps % args.eval_steps:
         raise DistilViTError("--save-steps must be a multiple of --eval-steps (the best checkpoint is chosen at evaluations).")
     if args.metric_for_best_model not in {"cider", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "exact_match", "loss"}:

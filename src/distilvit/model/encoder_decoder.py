@@ -31,8 +31,9 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from distilvit.errors import ModelError
 from distilvit.model.encoder_decoder_processing import EncoderDecoderProcessor
+from distilvit.model.files import load_checked
 from distilvit.model.gguf import convert_gguf, is_gguf
-from distilvit.model.loading import _hub_call, _resolve, load_encoder
+from distilvit.model.loading import _check_local, _hub_call, _resolve, load_encoder
 
 ENCODER_DECODER = "encoder-decoder"
 MODEL_TYPE = "vision-encoder-decoder"
@@ -210,11 +211,12 @@ def build_encoder_decoder(
 def load_cross_attention_decoder(name: str, cache_dir: str | None = None):
     """``(decoder, tokenizer)`` for a pretrained decoder name; its cross-attention layers are new (random)."""
     path = str(convert_gguf(name, cache_dir)) if is_gguf(name) else _resolve(name, "decoder model")
+    _check_local(path, "decoder model", "AutoModelForCausalLM")
     config = _hub_call(AutoConfig.from_pretrained, path, "decoder config", cache_dir=cache_dir)
     check_decoder_config(config, name)
     config = as_cross_attention_decoder(config)
     model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", config=config, cache_dir=cache_dir,
-                      dtype=torch.float32)
+                      dtype=torch.float32, use_safetensors=True)
     tokenizer = _hub_call(AutoTokenizer.from_pretrained, path, "tokenizer", cache_dir=cache_dir)
     return model, tokenizer
 
@@ -236,7 +238,7 @@ def load_encoder_decoder(path: str | Path, *, dtype: torch.dtype = torch.float32
 
     Folders written by other tools work too when they hold the tokenizer and image processor.
     """
-    model = EncoderDecoderCaptioner.from_pretrained(path, dtype=dtype)
+    model = load_checked(EncoderDecoderCaptioner, path, dtype=dtype)
     processor = EncoderDecoderProcessor.from_pretrained(path)
     return model.eval(), processor
 

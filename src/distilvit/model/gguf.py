@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from distilvit.errors import ModelError
+from distilvit.model.files import check_model_folder
 
 logger = logging.getLogger("distilvit.model")
 
@@ -63,7 +64,11 @@ def convert_gguf(name: str, cache_dir: str | Path | None = None) -> Path:
         raise ModelError(f"GGUF file {source} does not exist.")
     target = cache_root(cache_dir) / "gguf" / f"{source.stem}-{_file_digest(source)}"
     if (target / ".complete").is_file():
-        return target
+        try:
+            check_model_folder(target, "cached GGUF conversion", "AutoModelForCausalLM")
+            return target
+        except ModelError as err:  # damaged since (disk full, edited): convert again
+            logger.warning("%s; converting again", err)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("converting %s to safetensors (once; cached in %s)", source.name, target)

@@ -11,19 +11,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from distilvit.errors import ModelError
 from distilvit.hub.resolve import resolve_model
 from distilvit.model.configuration import DistilViTConfig
+from distilvit.model.files import check_model_folder, load_checked, load_config, refuse_pickles
 from distilvit.model.gguf import convert_gguf, is_gguf
 from distilvit.model.lora import default_target_modules
 from distilvit.model.modeling import DistilViTForCaptioning
 from distilvit.model.presets import is_preset, preset_encoder
 from distilvit.model.processing import CaptionProcessor
 from distilvit.model.reduction import DEFAULT_PREFIX_REDUCTION, reduced_shape
-from distilvit.model.vision import build_vision_model, probe_vision_output, vision_config_of
+from distilvit.model.vision import build_vision_model, check_feature_layer, probe_vision_output, vision_config_of
 
 logger = logging.getLogger("distilvit.model")
 
@@ -68,10 +70,19 @@ def _resolve(name: str, what: str) -> str:
     return name
 
 
+def _check_local(path: str, what: str, auto_class: str = "AutoModel") -> None:
+    """A local model folder is checked (safetensors weights, readable files) before transformers reads it."""
+    if Path(path).is_dir():
+        check_model_folder(path, what, auto_class)
+
+
 def _hub_call(fn, name: str, what: str, **kwargs):
     try:
         return fn(name, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
+        if "use_safetensors" in str(err):  # a Hub repository without safetensors weights
+            auto_class = "AutoModelForCausalLM" if "decoder" in what else "AutoModel"
+            raise refuse_pickles(Path(name), ["pytorch_model.bin"], what, auto_class) from None
         raise ModelError(
             f"cannot load {what} {name!r}: {str(err).splitlines()[0]}. If this is a Hub id, the Hub may be "
             "unreachable (offline?); download the model to a folder and pass the folder instead."
@@ -83,18 +94,27 @@ def load_encoder(name: str, cache_dir: str | None = None):
     if is_preset(name):
         config, processor = preset_encoder(name)
         return build_vision_model(config), processor, True
+    config = encoder_config(name, cache_dir)
     path = _resolve(name, "encoder model")
-    config = vision_config_of(_hub_call(AutoConfig.from_pretrained, path, "encoder config", cache_dir=cache_dir))
     vision = _hub_call(_load_vision_weights, path, "encoder", config=config, cache_dir=cache_dir)
     processor = _hub_call(AutoImageProcessor.from_pretrained, path, "image processor", cache_dir=cache_dir)
     return vision, processor, False
+
+
+def encoder_config(name: str, cache_dir: str | None = None):
+    """The vision config of an encoder name (preset, folder or Hub id), read without loading any weights."""
+    if is_preset(name):
+        return preset_encoder(name)[0]
+    path = _resolve(name, "encoder model")
+    _check_local(path, "encoder model")
+    return vision_config_of(_hub_call(AutoConfig.from_pretrained, path, "encoder config", cache_dir=cache_dir))
 
 
 def _load_vision_weights(path: str, *, config, cache_dir):
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     model_class = MODEL_MAPPING[type(config)]
-    return model_class.from_pretrained(path, config=config, cache_dir=cache_dir, dtype=torch.float32)
+    return model_class.from_pretrained(path, config=config, cache_dir=cache_dir, dtype=torch.float32, use_safetensors=True)
 
 
 def check_decoder_config(config) -> None:
@@ -112,9 +132,11 @@ def check_decoder_config(config) -> None:
 def load_decoder(name: str, cache_dir: str | None = None):
     """``(language_model, tokenizer)`` for a decoder name (Hub id, folder, GGUF file or alias)."""
     path = str(convert_gguf(name, cache_dir)) if is_gguf(name) else _resolve(name, "decoder model")
+    _check_local(path, "decoder model", "AutoModelForCausalLM")
     config = _hub_call(AutoConfig.from_pretrained, path, "decoder config", cache_dir=cache_dir)
     check_decoder_config(config)
-    model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", cache_dir=cache_dir, dtype=torch.float32)
+    model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", cache_dir=cache_dir, dtype=torch.float32,
+                      use_safetensors=True)
     tokenizer = _hub_call(AutoTokenizer.from_pretrained, path, "tokenizer", cache_dir=cache_dir)
     return model, tokenizer
 
@@ -142,6 +164,7 @@ def build_captioner(spec: CaptionerSpec) -> tuple[DistilViTForCaptioning, Captio
     language_model, tokenizer = load_decoder(spec.decoder, spec.cache_dir)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    check_feature_layer(vision.config, spec.vision_feature_layer)
     raw_tokens, feature_dim = probe_vision_output(
         vision, _image_size(image_processor, vision.config), feature_layer=spec.vision_feature_layer
     )
@@ -183,17 +206,14 @@ def load_captioner(path: str | Path, *, dtype: torch.dtype = torch.float32, revi
     """Load a trained model folder (or Hub id ``owner/name`` at ``revision``): ``(model, processor)``, in eval mode."""
     path = resolve_model(path, revision)  # a Hub id -> its downloaded snapshot folder (hub/resolve.py)
     path = Path(path).expanduser()
-    if not path.exists():
-        raise ModelError(f"model folder {path} does not exist.")
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path} is not a model folder (no config.json). Pass the folder written by `distilvit train`.")
-    config = AutoConfig.from_pretrained(path)
+    check_model_folder(path)  # config.json and safetensors weights readable; pickle-only folders refused
+    config = load_config(path)
     if config.model_type == "vision-encoder-decoder":  # --architecture encoder-decoder
         from distilvit.model.encoder_decoder import load_encoder_decoder
 
         return load_encoder_decoder(path, dtype=dtype)
     if not isinstance(config, DistilViTConfig):
         raise ModelError(f"{path} holds a {config.model_type!r} model, not a distilvit captioner.")
-    model = DistilViTForCaptioning.from_pretrained(path, dtype=dtype)
+    model = load_checked(DistilViTForCaptioning, path, dtype=dtype)
     processor = CaptionProcessor.from_pretrained(path)
     return model.eval(), processor

@@ -58,6 +58,22 @@ def vision_config_of(config: PretrainedConfig) -> PretrainedConfig:
     return config
 
 
+def hidden_state_count(config: PretrainedConfig) -> int:
+    """How many hidden states the encoder returns: its patch embeddings plus one per layer (or stage)."""
+    layers = getattr(config, "num_hidden_layers", None) or len(getattr(config, "depths", None) or [])
+    return layers + 1
+
+
+def check_feature_layer(config: PretrainedConfig, layer: int) -> None:
+    """Raise :class:`ModelError` unless ``layer`` indexes the hidden states of an encoder of ``config``."""
+    count = hidden_state_count(config)
+    if not -count <= layer < count:
+        raise ModelError(
+            f"--vision-feature-layer {layer} is out of range for this {config.model_type} encoder, which has {count} "
+            f"hidden states: use -1 (its final output) or an index from {-count} to {count - 1} (0 = patch embeddings)."
+        )
+
+
 def build_vision_model(config: PretrainedConfig) -> nn.Module:
     """Create a randomly initialised encoder of the given (vision) config."""
     vision_kind(config)

@@ -42,7 +42,7 @@ from distilvit.data.shapes import (
 from distilvit.errors import DistilViTError
 from distilvit.evaluation.plots import plot_training_curves
 from distilvit.model.presets import is_preset, preset_encoder
-from distilvit.model.vision import build_vision_model, extract_features
+from distilvit.model.vision import build_vision_model, extract_features, hidden_state_count
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,10 @@ class ColumnAttributeHead(nn.Module):
     @classmethod
     def for_encoder(cls, encoder: nn.Module, image_side: int, feature_layer: int) -> ColumnAttributeHead:
         """A head for ``encoder``'s features at ``feature_layer`` (its token grid must be square)."""
-        hidden = getattr(encoder.config, "num_hidden_layers", None) or len(getattr(encoder.config, "depths", []))
-        if not -(hidden + 1) <= feature_layer < hidden + 1:
+        states = hidden_state_count(encoder.config)
+        if not -states <= feature_layer < states:
             raise DistilViTError(f"--feature-layer {feature_layer} is out of range for this encoder "
-                                 f"(-1 = last, or an index into its {hidden + 1} hidden states)")
+                                 f"(-1 = last, or an index into its {states} hidden states)")
         with torch.no_grad():
             probe = extract_features(encoder, torch.zeros(1, 3, image_side, image_side), feature_layer=feature_layer)
         tokens, width = probe.shape[1:]
