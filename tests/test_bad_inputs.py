@@ -305,14 +305,14 @@ def test_conversion_hint_in_the_refusal_works(model_dir, image_file, tmp_path):
 
 def test_hub_repository_without_safetensors_is_refused_with_the_hint():
     """A Hub id whose repository has only pickle weights: transformers' use_safetensors error becomes the refusal."""
-    from distilvit.model.loading import _hub_call
+    from distilvit.model.parts import hub_call
 
     def pickle_only_repo(name, **kwargs):
         raise OSError(f"{name} does not appear to have a file named model.safetensors or model.safetensors.index.json "
                       "and thus cannot be loaded with `safetensors`. Please do not set `use_safetensors=True`.")
 
     with pytest.raises(ModelError) as refusal:
-        _hub_call(pickle_only_repo, "someone/old-gpt", "decoder")
+        hub_call(pickle_only_repo, "someone/old-gpt", "decoder")
     message = str(refusal.value)
     assert "only as pickle files" in message and "AutoModelForCausalLM" in message
     assert "do not set `use_safetensors=True`" not in message

@@ -34,7 +34,8 @@ def _megabytes(size: int) -> str:
 def run_info(args) -> int:
     import json
 
-    from distilvit.features.store import feature_cache_root, list_stores
+    from distilvit.features.store import list_stores
+    from distilvit.paths import feature_cache_root
 
     root = feature_cache_root(args.dir)
     keys = [store.info() for store in list_stores(root)]
@@ -55,7 +56,8 @@ def run_info(args) -> int:
 
 def run_clear(args) -> int:
     from distilvit.errors import DistilViTError
-    from distilvit.features.store import feature_cache_root, list_stores
+    from distilvit.features.store import list_stores
+    from distilvit.paths import feature_cache_root
 
     root = feature_cache_root(args.dir)
     stores = {store.name: store for store in list_stores(root)}

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from distilvit.errors import DistilViTError
+from distilvit.paths import cache_subdir
 
 GIVEN = "given_options"  # Namespace attribute: the flags (of Given/GivenFlag options) present on the command line
 
@@ -90,13 +91,12 @@ def check_train_args(args: argparse.Namespace) -> None:
     if args.base_model:
         check_local_model(args.base_model, "base model (--base-model)")
     elif args.vision_feature_layer != -1 and args.architecture == "prefix":
-        models_cache = str(Path(args.cache_dir) / "models") if args.cache_dir else None  # as training/run.py
-        check_encoder_feature_layer(args.encoder_model, args.vision_feature_layer, models_cache)
+        check_encoder_feature_layer(args.encoder_model, args.vision_feature_layer, cache_subdir(args.cache_dir, "models"))
 
 
 def check_encoder_feature_layer(encoder: str, layer: int, cache_dir: str | None = None) -> None:
     """``--vision-feature-layer`` against the encoder's config (read only: no weights are loaded)."""
-    from distilvit.model.loading import encoder_config
+    from distilvit.model.parts import encoder_config
     from distilvit.model.vision import check_feature_layer
 
     check_feature_layer(encoder_config(encoder, cache_dir), layer)

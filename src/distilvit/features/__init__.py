@@ -11,7 +11,8 @@ The format and its guarantees are described in ``docs/feature-cache.md``.
 from distilvit.features.dataset import CachedFeatureDataset, cached_feature_sets, encoder_is_frozen, use_feature_cache
 from distilvit.features.encode import EncodeReport, encode_dataset
 from distilvit.features.keys import FEATURE_DTYPES, FeatureKey, feature_key, image_digest
-from distilvit.features.store import FeatureStore, feature_cache_root, list_stores
+from distilvit.features.store import FeatureStore, list_stores
+from distilvit.paths import feature_cache_root
 
 __all__ = [
     "FEATURE_DTYPES",

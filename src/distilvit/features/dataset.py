@@ -18,7 +18,8 @@ import torch
 from distilvit.errors import DistilViTError
 from distilvit.features.encode import encode_dataset
 from distilvit.features.keys import feature_key
-from distilvit.features.store import FeatureReader, FeatureStore, feature_cache_root
+from distilvit.features.store import FeatureReader, FeatureStore
+from distilvit.paths import feature_cache_root
 
 logger = logging.getLogger("distilvit.features")
 
@@ -86,7 +87,7 @@ def cached_feature_sets(
     Args:
         sets: caption datasets (``image`` + ``captions`` columns), e.g. the train and validation splits.
         dtype: storage dtype, ``fp16`` (default), ``bf16`` or ``fp32``.
-        cache_dir: feature cache folder (default :func:`~distilvit.features.store.feature_cache_root`).
+        cache_dir: feature cache folder (default :func:`~distilvit.paths.feature_cache_root`).
         device: where the encoder runs while caching.
     """
     store = FeatureStore.for_key(feature_cache_root(cache_dir), feature_key(model, processor, dtype))

@@ -33,7 +33,6 @@ import torch
 
 from distilvit.errors import DistilViTError
 from distilvit.features.keys import FEATURE_DTYPES, FeatureKey, check_feature_dtype
-from distilvit.model.gguf import cache_root
 
 try:  # POSIX; elsewhere writers are not serialised (one writer at a time is then up to the user)
     import fcntl
@@ -45,13 +44,6 @@ logger = logging.getLogger("distilvit.features")
 FORMAT = "distilvit-features/1"
 META, DATA, INDEX, LOCK = "meta.json", "features.bin", "index.bin", ".lock"
 RECORD = struct.Struct("<32sQI")  # image sha256, slot, crc32 of the previous 40 bytes
-
-
-def feature_cache_root(directory: str | Path | None = None) -> Path:
-    """``directory``, else ``$DISTILVIT_FEATURE_CACHE``, else ``$DISTILVIT_CACHE/features``, else
-    ``~/.cache/distilvit/features``."""
-    directory = directory or os.environ.get("DISTILVIT_FEATURE_CACHE")
-    return Path(directory).expanduser() if directory else cache_root() / "features"
 
 
 def pack_record(digest: bytes, slot: int) -> bytes:

@@ -33,7 +33,7 @@ from distilvit.errors import ModelError
 from distilvit.model.encoder_decoder_processing import EncoderDecoderProcessor
 from distilvit.model.files import load_checked
 from distilvit.model.gguf import convert_gguf, is_gguf
-from distilvit.model.loading import _check_local, _hub_call, _resolve, load_encoder
+from distilvit.model.parts import check_local, hub_call, load_encoder, resolve_name
 
 ENCODER_DECODER = "encoder-decoder"
 MODEL_TYPE = "vision-encoder-decoder"
@@ -210,14 +210,14 @@ def build_encoder_decoder(
 
 def load_cross_attention_decoder(name: str, cache_dir: str | None = None):
     """``(decoder, tokenizer)`` for a pretrained decoder name; its cross-attention layers are new (random)."""
-    path = str(convert_gguf(name, cache_dir)) if is_gguf(name) else _resolve(name, "decoder model")
-    _check_local(path, "decoder model", "AutoModelForCausalLM")
-    config = _hub_call(AutoConfig.from_pretrained, path, "decoder config", cache_dir=cache_dir)
+    path = str(convert_gguf(name, cache_dir)) if is_gguf(name) else resolve_name(name, "decoder model")
+    check_local(path, "decoder model", "AutoModelForCausalLM")
+    config = hub_call(AutoConfig.from_pretrained, path, "decoder config", cache_dir=cache_dir)
     check_decoder_config(config, name)
     config = as_cross_attention_decoder(config)
-    model = _hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", config=config, cache_dir=cache_dir,
+    model = hub_call(AutoModelForCausalLM.from_pretrained, path, "decoder", config=config, cache_dir=cache_dir,
                       dtype=torch.float32, use_safetensors=True)
-    tokenizer = _hub_call(AutoTokenizer.from_pretrained, path, "tokenizer", cache_dir=cache_dir)
+    tokenizer = hub_call(AutoTokenizer.from_pretrained, path, "tokenizer", cache_dir=cache_dir)
     return model, tokenizer
 
 

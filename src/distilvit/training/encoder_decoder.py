@@ -47,10 +47,10 @@ def _changed(obj, defaults, options: dict[str, str]) -> list[str]:
 
 
 def check_architecture_options(opts) -> str:
-    """Raise :class:`DistilViTError` for options that do not apply to the run's architecture; return it."""
-    from distilvit.model import CaptionerSpec
-    from distilvit.training.run import TrainOptions
+    """Raise :class:`DistilViTError` for options that do not apply to the run's architecture; return it.
 
+    ``opts`` is a ``TrainOptions``; an option counts as given when it differs from its class's default.
+    """
     architecture = architecture_of(opts)
     if architecture not in ARCHITECTURES:
         raise DistilViTError(f"unknown --architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}.")
@@ -59,11 +59,11 @@ def check_architecture_options(opts) -> str:
             raise DistilViTError("--learning-rate applies to --architecture encoder-decoder; the prefix architecture "
                                  "takes --projection-lr, --lora-lr and --vision-lr.")
         return architecture
-    flags = _changed(opts, TrainOptions(), PREFIX_RUN_OPTIONS)
+    flags = _changed(opts, type(opts)(), PREFIX_RUN_OPTIONS)
     if getattr(opts, "cache_features", None):  # the encoder is trained: its features change every step
         flags.append("--cache-features")
     if not opts.base_model:  # --base-model ignores the model options anyway
-        flags = _changed(opts.model, CaptionerSpec(), PREFIX_MODEL_OPTIONS) + flags
+        flags = _changed(opts.model, type(opts.model)(), PREFIX_MODEL_OPTIONS) + flags
     if flags:
         raise DistilViTError(
             f"{', '.join(flags)} only apply to --architecture prefix. The encoder-decoder architecture has no LoRA, "
