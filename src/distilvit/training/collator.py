@@ -27,6 +27,10 @@ class CaptionCollator:
         self.seed = seed
         self.epoch = 0
 
+    def for_evaluation(self) -> CaptionCollator:
+        """The same collation with the first caption of each row (a loss comparable across evaluations)."""
+        return CaptionCollator(self.processor, train=False, seed=self.seed, pad_to_max_length=self.pad_to_max_length)
+
     def set_epoch(self, epoch: int) -> None:
         """Called at each epoch start (through the training sampler): the next epoch picks other captions."""
         self.epoch = epoch

@@ -172,13 +172,17 @@ def check_weights_fit(model, checkpoint: Path) -> None:
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     mismatched, unexpected = [], []
     with safe_open(str(path), framework="pt") as weights:
-        for name in weights.keys():
+        stored = set(weights.keys())
+        for name in sorted(stored):
             if name not in expected:
                 unexpected.append(name)
             elif tuple(weights.get_slice(name).get_shape()) != expected[name]:
                 mismatched.append(f"{name} {tuple(weights.get_slice(name).get_shape())} there, {expected[name]} now")
-    if mismatched or unexpected:
-        detail = "; ".join(mismatched[:3] + [f"{name} is not in this model" for name in unexpected[:3]])
+        tied = set(getattr(model, "all_tied_weights_keys", None) or {})  # stored once, under the other name
+        missing = [name for name in expected if name not in stored and name not in tied]
+    if mismatched or unexpected or missing:
+        detail = "; ".join(mismatched[:3] + [f"{name} is not in this model" for name in unexpected[:3]]
+                           + [f"{name} is missing there" for name in missing[:3]])
         raise DistilViTError(f"the weights in {checkpoint} do not fit the model of this run ({detail}). It was trained "
                              "with other model options (LoRA, projection, encoder or LM); start afresh with "
                              "--overwrite-checkpoints or another --checkpoints-dir.")

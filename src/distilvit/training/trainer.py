@@ -82,6 +82,16 @@ class CaptionTrainer(Trainer):
                             batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
                             on_epoch=getattr(self.data_collator, "set_epoch", None))
 
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Evaluation loss on each row's first caption, whatever the training collator draws (and its epoch)."""
+        train_collator = self.data_collator
+        if hasattr(train_collator, "for_evaluation"):
+            self.data_collator = train_collator.for_evaluation()
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         pause_point("mid-step", self.state.global_step + 1)  # crash tests: gradients made, optimizer not stepped
