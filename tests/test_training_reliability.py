@@ -74,7 +74,8 @@ def test_finished_run_trains_nothing(first_run, tmp_path, caplog, capsys):
         assert main(argv_for(save_dir, max_steps=4)) == 0
     assert "already finished" in caplog.text
     assert snapshot(tmp_path) == before  # no step past --max-steps, no checkpoint rotated out, model untouched
-    assert '"eval_loss"' in capsys.readouterr().out  # the finished run's metrics are reported
+    out = capsys.readouterr().out
+    assert '"eval_loss"' in out and "already finished: nothing trained" in out  # its metrics are reported
 
 
 def test_killed_during_final_save_saves_without_training(first_run, tmp_path, caplog):

@@ -185,5 +185,8 @@ def run_command(args) -> int:
     result = run_training(options_from_args(args))
     shown = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
     print(json.dumps({"model": str(result.save_dir), "validation": shown}, indent=2))
+    if result.already_finished:
+        print(f"this run is already finished: nothing trained; its model is in {result.save_dir}")
+        return 0
     print(f"model saved to {result.save_dir} (training curves: {result.save_dir / 'training_curves.png'})")
     return 0

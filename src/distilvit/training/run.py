@@ -17,8 +17,8 @@ from distilvit.evaluation import plot_training_curves
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
 from distilvit.training import encoder_decoder
 from distilvit.training.checkpoints import pause_point, staged_folder, write_run_record
-from distilvit.training.identity import check_weights_fit, plan_run, run_record
 from distilvit.training.collator import CaptionCollator
+from distilvit.training.identity import check_weights_fit, plan_run, run_record
 from distilvit.training.trainer import CaptionEvalSet, CaptionTrainer, pick_device, pick_precision
 
 logger = logging.getLogger("distilvit.training")
@@ -87,6 +87,7 @@ class TrainResult:
     save_dir: Path
     metrics: dict
     log_history: list[dict]
+    already_finished: bool = False  # nothing was trained: --save-dir already held this run's model
 
 
 def checkpoints_dir(opts: TrainOptions) -> str:
@@ -273,7 +274,8 @@ def finished_result(opts: TrainOptions) -> TrainResult:
         log = json.loads((save_dir / "training_log.json").read_text())
     except (OSError, ValueError):
         log = {}
-    return TrainResult(save_dir=save_dir, metrics=log.get("final_metrics", {}), log_history=log.get("log_history", []))
+    return TrainResult(save_dir=save_dir, metrics=log.get("final_metrics", {}), log_history=log.get("log_history", []),
+                       already_finished=True)
 
 
 def _jsonable(value):

@@ -1,6 +1,10 @@
-"""Training order that depends only on (seed, epoch), so a resumed run replays exactly the batches an
-uninterrupted run would see (Trainer restores the global RNG only after it has drawn the first resumed batch,
-so an order drawn from the global RNG, as ``LengthGroupedSampler``'s is, changes on resume)."""
+"""Training order that depends only on (seed, epoch), never on the global RNG's history.
+
+``LengthGroupedSampler`` draws its order from the global torch RNG when the epoch's iterator starts; on resume
+Trainer restores that RNG only after the first resumed batch is drawn, so the replayed order matches only while
+everything before it consumed the RNG exactly as the first run did. Here the order is a pure function of
+(seed, epoch), so a resumed run replays exactly the batches an uninterrupted run sees.
+"""
 
 from __future__ import annotations
 
