@@ -63,9 +63,11 @@ def test_trainer_run_saves_a_loadable_model_with_log_and_curves(tmp_path, tiny_l
 
 def test_training_resumes_from_the_last_checkpoint(tmp_path, tiny_lm, caplog):
     small_run(tmp_path, tiny_lm, max_steps=2)
-    with caplog.at_level(logging.INFO):
-        result = small_run(tmp_path, tiny_lm, max_steps=4)
+    with caplog.at_level(logging.INFO):  # more steps: another run, so its checkpoint is named explicitly
+        result = small_run(tmp_path, tiny_lm, max_steps=4, resume_from=str(tmp_path / "ckpt" / "checkpoint-2"),
+                           overwrite_save_dir=True)
     assert "resuming from" in caplog.text and "checkpoint-2" in caplog.text
+    assert "max_steps: 2 there, 4 now" in caplog.text  # the accepted difference is named
     assert "missing keys" not in caplog.text  # the tied LM head is re-tied, not reported
     train_steps = [e["step"] for e in result.log_history if "loss" in e]
     assert train_steps == [1, 2, 3, 4]  # steps 1-2 come from the first run's state and were not trained again

@@ -87,7 +87,9 @@ def check_train_args(args: argparse.Namespace) -> None:
         raise DistilViTError(f"--no-lora trains no LoRA adapters, so {', '.join(contradicting)} cannot be used with it; "
                              "drop one or the other.")
     for flag in ("--checkpoints-dir", "--save-dir"):
-        check_output_folder(flag, getattr(args, flag[2:].replace("-", "_")))
+        folder = getattr(args, flag[2:].replace("-", "_"))
+        if folder is not None:  # --checkpoints-dir defaults to <save-dir>-checkpoints, beside --save-dir
+            check_output_folder(flag, folder)
     if args.base_model:
         check_local_model(args.base_model, "base model (--base-model)")
     elif args.vision_feature_layer != -1 and args.architecture == "prefix":

@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
         help="train a captioner",
         description="Train a captioner: frozen vision encoder -> projection -> decoder-only LM + LoRA "
         "(--architecture prefix, the default), or vision encoder -> cross-attention decoder with every weight trained "
-        "(--architecture encoder-decoder). Resumes automatically from the last checkpoint in --checkpoints-dir.",
+        "(--architecture encoder-decoder). Re-running the same command resumes from its last checkpoint (or, once "
+        "finished, trains nothing); checkpoints or a model of a different run are never reused silently.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
@@ -114,8 +115,20 @@ def add_parser(subparsers) -> None:
                      help="validation metric that picks the best checkpoint and drives early stopping "
                      "(cider, bleu_4, rouge_l, exact_match or loss)")
     run.add_argument("--early-stopping-patience", type=positive_int, default=3, help="evaluations without improvement before stopping")
-    run.add_argument("--checkpoints-dir", default="checkpoints", help="checkpoint folder (training resumes from its last checkpoint)")
-    run.add_argument("--save-dir", default="distilvit-model", help="where the final (best) model is saved")
+    run.add_argument("--checkpoints-dir", default=None,
+                     help="checkpoint folder (default: <save-dir>-checkpoints); the same command resumes from its "
+                     "last complete checkpoint, a different run's checkpoints are refused")
+    run.add_argument("--save-dir", default="distilvit-model",
+                     help="where the final (best) model is saved, replaced atomically; a model of a different run "
+                     "there is refused (see --overwrite-save-dir)")
+    run.add_argument("--resume-from", default=None, metavar="CHECKPOINT",
+                     help="resume from this checkpoint folder even if it belongs to a run with other options "
+                     "(e.g. more --max-steps); its model options must match")
+    run.add_argument("--overwrite-checkpoints", action="store_true",
+                     help="delete a different run's checkpoints in --checkpoints-dir and start afresh (this run's "
+                     "own checkpoints are still resumed)")
+    run.add_argument("--overwrite-save-dir", action="store_true",
+                     help="replace a different run's model in --save-dir when this run ends")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto = cuda > mps > cpu")
     run.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                      help="auto = bf16 on CUDA (fp16 where bf16 is missing) and on CPUs with native bf16, else fp32")
@@ -157,8 +170,9 @@ def options_from_args(args):
     )
     return TrainOptions(
         datasets=args.dataset, model=spec, base_model=args.base_model, base_model_revision=args.revision,
-        save_dir=args.save_dir,
-        checkpoints_dir=args.checkpoints_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        save_dir=args.save_dir, checkpoints_dir=args.checkpoints_dir, resume_from=args.resume_from,
+        overwrite_checkpoints=args.overwrite_checkpoints, overwrite_save_dir=args.overwrite_save_dir,
+        num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, projection_lr=args.projection_lr,
         lora_lr=args.lora_lr, vision_lr=args.vision_lr, learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
@@ -183,5 +197,8 @@ def run_command(args) -> int:
     result = run_training(options_from_args(args))
     shown = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
     print(json.dumps({"model": str(result.save_dir), "validation": shown}, indent=2))
+    if result.already_finished:
+        print(f"this run is already finished: nothing trained; its model is in {result.save_dir}")
+        return 0
     print(f"model saved to {result.save_dir} (training curves: {result.save_dir / 'training_curves.png'})")
     return 0

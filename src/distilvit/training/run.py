@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from distilvit.data import load_caption_dataset
 from distilvit.errors import DistilViTError
@@ -18,7 +17,9 @@ from distilvit.evaluation import plot_training_curves
 from distilvit.hub import push as hub_push
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
 from distilvit.training import encoder_decoder
+from distilvit.training.checkpoints import pause_point, staged_folder, write_run_record
 from distilvit.training.collator import CaptionCollator
+from distilvit.training.identity import check_weights_fit, plan_run, run_record
 from distilvit.training.trainer import CaptionEvalSet, CaptionTrainer, pick_device, pick_precision
 
 logger = logging.getLogger("distilvit.training")
@@ -35,7 +36,10 @@ class TrainOptions:
     base_model: str | None = None
     base_model_revision: str | None = None  # --revision: Hub revision of --base-model
     save_dir: str = "distilvit-model"
-    checkpoints_dir: str = "checkpoints"
+    checkpoints_dir: str | None = None  # None: "<save_dir>-checkpoints"
+    resume_from: str | None = None  # a checkpoint to resume from even if it belongs to a different run
+    overwrite_checkpoints: bool = False  # delete other runs' checkpoints in checkpoints_dir instead of refusing
+    overwrite_save_dir: bool = False  # replace another run's model in save_dir instead of refusing
     num_train_epochs: float = 3.0
     max_steps: int = -1
     batch_size: int = 8
@@ -85,12 +89,18 @@ class TrainResult:
     save_dir: Path
     metrics: dict
     log_history: list[dict]
+    already_finished: bool = False  # nothing was trained: --save-dir already held this run's model
+
+
+def checkpoints_dir(opts: TrainOptions) -> str:
+    """``--checkpoints-dir``, by default ``<save-dir>-checkpoints`` (a sibling: the save dir is replaced whole)."""
+    return opts.checkpoints_dir or f"{str(opts.save_dir).rstrip('/')}-checkpoints"
 
 
 def training_arguments(opts: TrainOptions, device: str, precision: str) -> TrainingArguments:
     metric = opts.metric_for_best_model
     return TrainingArguments(
-        output_dir=opts.checkpoints_dir,
+        output_dir=checkpoints_dir(opts),
         num_train_epochs=opts.num_train_epochs,
         max_steps=opts.max_steps,
         per_device_train_batch_size=opts.batch_size,
@@ -106,6 +116,7 @@ def training_arguments(opts: TrainOptions, device: str, precision: str) -> Train
         save_steps=opts.save_steps,
         save_total_limit=opts.save_total_limit,
         load_best_model_at_end=True,
+        restore_callback_states_from_checkpoint=True,  # early-stopping patience survives a resume
         metric_for_best_model=f"eval_{metric}",
         greater_is_better=metric not in LOWER_IS_BETTER,
         logging_steps=opts.logging_steps,
@@ -180,6 +191,10 @@ def run_training(opts: TrainOptions) -> TrainResult:
         raise DistilViTError("--early-stopping-patience must be at least 1.")
     hub_target = hub_push.preflight(opts.push_to_hub, opts.hub_model_id, opts.save_dir)  # fails before training
     is_encoder_decoder = encoder_decoder.check_architecture_options(opts) == encoder_decoder.ENCODER_DECODER
+    opts = replace(opts, checkpoints_dir=checkpoints_dir(opts))
+    plan = plan_run(opts, run_record(opts)["fingerprint"])
+    if plan.finished:
+        return finished_result(opts)
     set_seed(opts.seed)
     device = pick_device(opts.device)
     precision = pick_precision(opts.precision, device)
@@ -210,11 +225,17 @@ def run_training(opts: TrainOptions) -> TrainResult:
         caption_eval=CaptionEvalSet(validation_set, limit=opts.eval_captions) if opts.eval_captions else None,
         debug=opts.debug,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience)],
+        run_record=run_record(opts),
     )
-    last = get_last_checkpoint(opts.checkpoints_dir) if Path(opts.checkpoints_dir).is_dir() else None
-    if last:
-        logger.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
+    if plan.resume:
+        check_weights_fit(model, plan.resume)
+    if plan.checkpoint_finished:
+        logger.info("training already ended at %s; saving its final model, training nothing", plan.resume)
+        trainer.finish_from_checkpoint(plan.resume)
+    else:
+        if plan.resume:
+            logger.info("resuming from %s", plan.resume)
+        trainer.train(resume_from_checkpoint=str(plan.resume) if plan.resume else None)
     metrics = trainer.evaluate()
     save_dir = save_trained(trainer, processor, opts, metrics)
     if hub_target:
@@ -227,20 +248,36 @@ def run_training(opts: TrainOptions) -> TrainResult:
 
 
 def save_trained(trainer: CaptionTrainer, processor, opts: TrainOptions, metrics: dict) -> Path:
-    """Save model + processor + training log + curves to ``opts.save_dir``."""
+    """Save model + processor + training log + curves + run record to ``opts.save_dir``, atomically: written
+    into a staging sibling and swapped in complete (a kill leaves the old model or the new one)."""
     save_dir = Path(opts.save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
     if opts.merge_lora and trainer.model.has_lora():
         logger.info("merged LoRA into %d LM layers before saving", trainer.model.merge_lora())
-    trainer.model.save_pretrained(save_dir)
-    processor.save_pretrained(save_dir)
-    record = {"options": _jsonable(asdict(opts)), "final_metrics": metrics, "log_history": trainer.state.log_history}
-    (save_dir / "training_log.json").write_text(json.dumps(record, indent=2, default=str))
-    try:
-        plot_training_curves(trainer.state.log_history, save_dir / "training_curves.png")
-    except DistilViTError as err:  # e.g. a run too short to log anything
-        logger.warning("no training curves: %s", err)
+    with staged_folder(save_dir) as staging:
+        trainer.model.save_pretrained(staging)
+        pause_point("final-weights")
+        processor.save_pretrained(staging)
+        record = {"options": _jsonable(asdict(opts)), "final_metrics": metrics, "log_history": trainer.state.log_history}
+        (staging / "training_log.json").write_text(json.dumps(record, indent=2, default=str))
+        try:
+            plot_training_curves(trainer.state.log_history, staging / "training_curves.png")
+        except DistilViTError as err:  # e.g. a run too short to log anything
+            logger.warning("no training curves: %s", err)
+        write_run_record(staging, run_record(opts))
+        pause_point("final-complete")
     return save_dir
+
+
+def finished_result(opts: TrainOptions) -> TrainResult:
+    """The run is already finished (its model is in ``--save-dir``): report it, train nothing."""
+    save_dir = Path(opts.save_dir)
+    logger.info("this run is already finished: %s holds its model; nothing to train", save_dir)
+    try:
+        log = json.loads((save_dir / "training_log.json").read_text())
+    except (OSError, ValueError):
+        log = {}
+    return TrainResult(save_dir=save_dir, metrics=log.get("final_metrics", {}), log_history=log.get("log_history", []),
+                       already_finished=True)
 
 
 def _jsonable(value):

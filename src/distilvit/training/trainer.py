@@ -4,20 +4,27 @@
 * caption metrics (BLEU, ROUGE-L, CIDEr, ...) from generated captions, computed inside the evaluation loop so
   that early stopping and best-checkpoint selection can use them;
 * the processor is saved into every checkpoint, so any checkpoint folder is a loadable model;
-* optional length-grouped batches (``train_lengths``), so dynamic padding has little left to pad.
+* checkpoints are crash-safe: written into a hidden staging folder, completed (processor, run record), fsynced
+  and only then renamed to ``checkpoint-N`` (training/checkpoints.py);
+* the data order is a function of (seed, epoch) only (optionally length-grouped, so dynamic padding has little
+  left to pad), so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers import Trainer, TrainerState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from distilvit.evaluation import compute_caption_metrics
 from distilvit.model.captioning import generate_captions
+from distilvit.training.checkpoints import TRAINER_STATE, pause_point, publish, staging_path, write_run_record
+from distilvit.training.sampling import EpochSampler
 
 logger = logging.getLogger("distilvit.training")
 
@@ -56,7 +63,7 @@ class CaptionEvalSet:
 class CaptionTrainer(Trainer):
     def __init__(self, *args, caption_processor, learning_rates: dict, caption_eval: CaptionEvalSet | None = None,
                  generation: dict | None = None, debug: bool = False, train_lengths: list[int] | None = None,
-                 **kwargs):
+                 run_record: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.train_lengths = train_lengths
         self.caption_processor = caption_processor
@@ -64,15 +71,72 @@ class CaptionTrainer(Trainer):
         self.caption_eval = caption_eval
         self.generation = generation or {}
         self.debug = debug
-        self.add_callback(SaveProcessorCallback(caption_processor))
+        self.run_record = run_record  # written into each checkpoint (training/identity.py)
+        self._staging_root: str | None = None
 
     def _get_train_sampler(self, train_dataset=None):
-        """With ``train_lengths``: batches of similar caption length (less padding), shuffled in groups."""
-        if self.train_lengths is None:
-            return super()._get_train_sampler(train_dataset)
-        return LengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=self.train_lengths
-        )
+        """An order fixed by (seed, epoch); with ``train_lengths``, batches of similar caption length (less
+        padding), shuffled in groups. The collator hears the epoch too (its caption choice depends on it)."""
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return EpochSampler(len(dataset), seed=self.args.seed, lengths=self.train_lengths,
+                            batch_size=self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                            on_epoch=getattr(self.data_collator, "set_epoch", None))
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        """Evaluation loss on each row's first caption, whatever the training collator draws (and its epoch)."""
+        train_collator = self.data_collator
+        if hasattr(train_collator, "for_evaluation"):
+            self.data_collator = train_collator.for_evaluation()
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        pause_point("mid-step", self.state.global_step + 1)  # crash tests: gradients made, optimizer not stepped
+        return loss
+
+    def _get_output_dir(self, trial):
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        """Trainer's checkpoint, written into a staging folder, completed with the processor and the run record,
+        then renamed to ``checkpoint-N`` in one step; older checkpoints are rotated out only after that."""
+        run_dir = Path(super()._get_output_dir(trial))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        final = run_dir / name
+        root = staging_path(final)
+        root.mkdir()
+        self._staging_root = str(root)
+        try:
+            super()._save_checkpoint(model, trial)  # its rotation sees only the staging folder: a no-op
+        finally:
+            self._staging_root = None
+        staged = root / name
+        if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint) == staged:
+            self.state.best_model_checkpoint = str(final)  # the path it will have once published
+            self.state.save_to_json(str(staged / TRAINER_STATE))
+        self.caption_processor.save_pretrained(staged)
+        pause_point("checkpoint-staged", self.state.global_step)
+        if self.run_record is not None:
+            write_run_record(staged, self.run_record)
+        pause_point("checkpoint-complete", self.state.global_step)
+        publish(staged, final)
+        shutil.rmtree(root, ignore_errors=True)
+        pause_point("checkpoint-published", self.state.global_step)
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+    def finish_from_checkpoint(self, checkpoint: Path) -> None:
+        """Training already ended at ``checkpoint`` (killed while saving the final model): restore its state and
+        the weights the uninterrupted run ends with (the best checkpoint's, else its own), train nothing."""
+        self.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+        best = self.state.best_model_checkpoint
+        use_best = self.args.load_best_model_at_end and best and Path(best).is_dir()
+        self._load_from_checkpoint(str(best if use_best else checkpoint))
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -119,18 +183,6 @@ class CaptionTrainer(Trainer):
             for pred, refs in list(zip(predictions, self.caption_eval.references))[:5]:
                 logger.info("sample prediction: %r | reference: %r", pred, refs[0])
         return metrics
-
-
-class SaveProcessorCallback(TrainerCallback):
-    """Write tokenizer, image processor and prompt settings into each checkpoint folder."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = f"{args.output_dir}/checkpoint-{state.global_step}"
-            self.processor.save_pretrained(folder)
 
 
 def pick_device(requested: str = "auto") -> str:
