@@ -146,12 +146,14 @@ def test_prune_cache_removes_the_dataset_cache_only(tmp_path, tiny_lm):
     assert not (cache / "datasets").exists() and (cache / "models").is_dir()
 
 
-def test_hub_push_options_reach_the_trainer(tmp_path):
+def test_trainer_itself_never_pushes_checkpoints_to_the_hub(tmp_path):
+    """--push-to-hub is distilvit.hub.push's job (the final folder only, tests/test_hub.py): Trainer's own push
+    would upload the checkpoints folder with its optimizer state."""
     from distilvit.training.run import training_arguments
 
     args = training_arguments(TrainOptions(push_to_hub=True, hub_model_id="me/captioner",
                                            checkpoints_dir=str(tmp_path)), "cpu", "fp32")
-    assert args.push_to_hub and args.hub_model_id == "me/captioner"
+    assert not args.push_to_hub and args.hub_model_id is None
     assert args.metric_for_best_model == "eval_cider" and args.greater_is_better
     assert args.lr_scheduler_type == "cosine" and args.load_best_model_at_end
 
