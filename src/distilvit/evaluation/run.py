@@ -6,8 +6,10 @@ import logging
 import time
 from pathlib import Path
 
+from distilvit.conversations.dataset import is_conversation_spec
 from distilvit.data import load_caption_dataset
 from distilvit.evaluation.metrics import compute_caption_metrics
+from distilvit.evaluation.qa import evaluate_qa
 from distilvit.evaluation.report import write_eval_outputs, write_predictions_jsonl
 from distilvit.evaluation.shapes_accuracy import shapes_accuracy
 
@@ -26,16 +28,25 @@ def evaluate_model(
     use_meteor: bool = True,
     generation: dict | None = None,
     seed: int = 42,
+    image_folder: str | None = None,
+    blind: bool = False,
 ) -> dict:
     """Caption ``split`` of ``datasets`` and write ``metrics.json``, the report and ``predictions.jsonl``.
 
     Returns the metrics (caption metrics, plus grounding accuracies when every dataset is ``shapes``).
+    Conversation sets (``shapes-vqa``, .json/.jsonl conversation files) are scored as question answering
+    (:func:`distilvit.evaluation.qa.evaluate_qa`); ``blind`` zeroes the image features.
     """
+    if any(is_conversation_spec(str(name)) for name in datasets):
+        return evaluate_qa(model_path, datasets, split=split, sample=sample, out_dir=out_dir, fmt=fmt,
+                           batch_size=batch_size, generation=generation, image_folder=image_folder, seed=seed,
+                           blind=blind)
     from distilvit.model import load_captioner
     from distilvit.model.captioning import generate_captions
 
     data = load_caption_dataset(datasets, split, sample=sample, seed=seed)
     model, processor = load_captioner(model_path)
+    model.config.ablate_image = blind or model.config.ablate_image
     images = [row["image"] for row in data]
     references = [row["captions"] for row in data]
     start = time.perf_counter()
