@@ -163,3 +163,41 @@ def test_instruct_trains_exactly_projection_and_adapters(stage1):
     ensure_lora(model, TrainOptions())
     parts = {("lora" if "lora_" in n else n.split(".")[0]) for n, p in model.named_parameters() if p.requires_grad}
     assert parts == {"projection", "lora"}
+
+
+def test_demo_instruct_recipes_are_valid_train_options():
+    """`make demo-instruct` passes configs/instruct-*.args to `distilvit train` (stage 1 plus its prompt)."""
+    import shlex
+    from pathlib import Path
+
+    from distilvit.cli.main import build_parser
+    from distilvit.cli.train import options_from_args
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    stage1 = build_parser().parse_args(["train", *shlex.split((configs / "instruct-pretrain.args").read_text(),
+                                                              comments=True), "--prompt", "describe the image."])
+    opts = options_from_args(stage1)
+    assert opts.stage == "pretrain" and not opts.model.use_lora and opts.model.chat_template
+    assert opts.model.prompt == "describe the image."
+    assert stage1.encoder_model == "demo-output/encoder" and stage1.decoder_model == "smollm2-gguf"
+    stage2 = build_parser().parse_args(["train", *shlex.split((configs / "instruct-tune.args").read_text(),
+                                                              comments=True), "--base-model", "x"])
+    opts = options_from_args(stage2)
+    assert opts.stage == "instruct" and opts.datasets == ["shapes-vqa"] and opts.model.use_lora
+    from distilvit.conversations.shapes_vqa import DESCRIBE
+    assert DESCRIBE == "describe the image."  # stage 1's instruction is shapes-vqa's describe question
+
+
+def test_show_prints_seen_and_held_out_answers(tmp_path, capsys):
+    from distilvit.conversations.show import main as show
+
+    lines = [{"image_id": "a", "question": "how many shapes are there?", "prediction": "two", "references": ["two"],
+              "exact_match": True, "held_out": False},
+             {"image_id": "b", "question": "what colour is the circle?", "prediction": "red", "references": ["purple"],
+              "exact_match": False, "held_out": True}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    assert show([str(path), "--count", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[seen pairs] how many shapes are there? -> 'two'") and out[0].endswith("right)")
+    assert out[1].startswith("[held-out pair]") and "WRONG" in out[1]

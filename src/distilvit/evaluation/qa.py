@@ -110,7 +110,8 @@ def evaluate_qa(model_path: str, datasets: list[str], *, split: str = "test", sa
         logger.warning(data.report())
     metrics["unreadable_images"] = len(data.bad_images)
     report_samples = [{"image": row["image"], "image_id": f"{r['id']}: {r['question']}", "references": [r["answer"]],
-                       "prediction": r["prediction"]} for row, r in zip(rows, records)]
+                       "prediction": r["prediction"], "question": r["question"], "kind": r["kind"],
+                       "held_out": r["held_out"]} for row, r in zip(rows, records)]
     extra = {"model": str(model_path), "datasets": list(datasets), "split": split, "num_questions": len(records),
              "blind": blind, "seconds_per_question": round(seconds / max(len(records), 1), 4),
              "generation": generation or {"greedy": True}}
