@@ -24,7 +24,6 @@ from distilvit.errors import DataError
 from distilvit.model.configuration import IMAGE_TOKEN
 
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-CONVERSATION_SUFFIXES = (".json", ".jsonl")
 
 
 def read_records(path: str | Path) -> list[dict]:
@@ -142,15 +141,3 @@ def load_conversation_file(path: str | Path, image_folder: str | Path | None = N
         })
     return samples
 
-
-def is_conversation_file(spec: str) -> bool:
-    return Path(spec).suffix in CONVERSATION_SUFFIXES and Path(spec).expanduser().is_file() and _looks_conversational(spec)
-
-
-def _looks_conversational(spec: str) -> bool:
-    """A ``.json`` file may also be a COCO/Karpathy caption file: peek at its first record."""
-    try:
-        records = read_records(spec)
-    except DataError:
-        return False
-    return bool(records) and ("conversations" in records[0] or "messages" in records[0])
