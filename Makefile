@@ -7,8 +7,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -
 DEMO   := demo-output
 # the demo's training options, one per line (comments stripped)
 DEMO_ARGS := $(shell sed 's/\#.*//' configs/shapes-demo.args)
+# `make demo-instruct`: its output folder and its two stages' training options
+INSTRUCT := demo-instruct-output
+STAGE1_ARGS := $(shell sed 's/\#.*//' configs/instruct-pretrain.args)
+STAGE2_ARGS := $(shell sed 's/\#.*//' configs/instruct-tune.args)
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo demo-instruct test test-fast clean
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +40,17 @@ demo: install
 	@echo "model:   $(DEMO)/model  (training curves: $(DEMO)/model/training_curves.png)"
 	@echo "report:  $(DEMO)/report/report.html  metrics: $(DEMO)/report/metrics.json"
 
+# Visual instruction tuning (LLaVA-1.5 recipe) on `shapes-vqa` with the real SmolLM2-135M-Instruct: stage 1 trains the
+# projection on captions, stage 2 projection + LoRA on question-answer conversations; then held-out questions.
+demo-instruct: install
+	$(VENV)/bin/distilvit shapes-encoder --out $(DEMO)/encoder
+	$(VENV)/bin/distilvit train $(STAGE1_ARGS) --prompt "describe the image." --checkpoints-dir $(INSTRUCT)/checkpoints-stage1 --save-dir $(INSTRUCT)/stage1
+	$(VENV)/bin/distilvit train $(STAGE2_ARGS) --base-model $(INSTRUCT)/stage1 --checkpoints-dir $(INSTRUCT)/checkpoints-stage2 --save-dir $(INSTRUCT)/model
+	$(VENV)/bin/distilvit eval $(INSTRUCT)/model --dataset shapes-vqa --split test --sample 250 --batch-size 32 --out $(INSTRUCT)/report --format both
+	$(PY) -m distilvit.conversations.show $(INSTRUCT)/report/predictions.jsonl --count 8
+	@echo "stage 1: $(INSTRUCT)/stage1   instruct model: $(INSTRUCT)/model"
+	@echo "report:  $(INSTRUCT)/report/report.html  metrics: $(INSTRUCT)/report/metrics.json"
+
 # the browser demo's JavaScript packages (tests/test_browser.py skips without them, unless DISTILVIT_REQUIRE_BROWSER=1)
 web/node_modules/.package-lock.json: web/package-lock.json
 	@if command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund; \
@@ -48,4 +63,4 @@ test-fast: install web/node_modules/.package-lock.json
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) $(INSTRUCT) .pytest_cache

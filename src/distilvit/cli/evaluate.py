@@ -14,12 +14,17 @@ def add_parser(subparsers) -> None:
         "eval",
         help="score a trained model on a dataset split",
         description="Caption a dataset split and compute BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap) and "
-        "exact match; write metrics.json, a report (HTML/Markdown) with sample images, and predictions.jsonl.",
+        "exact match; write metrics.json, a report (HTML/Markdown) with sample images, and predictions.jsonl. "
+        "Conversation sets (shapes-vqa, .json/.jsonl conversation files) are scored as question answering: "
+        "exact match per question kind, and for shapes-vqa on scenes with seen vs held-out colour-shape pairs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", help="a model folder written by `distilvit train`, or the Hub id (owner/name) of a pushed one")
     add_revision_option(p)
-    p.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH", help="datasets, as for train")
+    p.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH",
+                   help="datasets, as for train; shapes-vqa or conversation files (.json/.jsonl) score question answering")
+    p.add_argument("--image-folder", default=None, help="folder the image paths of conversation files are relative to")
+    p.add_argument("--blind", action="store_true", help="zero the image features (the blind baseline)")
     p.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
                    help="split to score; all = every row of the given datasets, whatever their split (e.g. a test "
                    "file of your own)")
@@ -45,7 +50,7 @@ def run(args) -> int:
     metrics = evaluate_model(
         args.model, args.dataset, split=args.split, sample=args.sample, out_dir=out, fmt=args.format,
         batch_size=args.batch_size, use_meteor=not args.no_meteor, generation=generation, overwrite=args.overwrite,
-        revision=args.revision,
+        revision=args.revision, image_folder=args.image_folder, blind=args.blind,
     )
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
     print(f"report written to {out}/")

@@ -20,9 +20,18 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
+    data.add_argument("--stage", choices=["pretrain", "instruct"], default=None,
+                      help="two-stage visual instruction tuning: pretrain = the projection alone learns on captions "
+                      "(LoRA off); instruct = projection + LoRA learn on conversations (--dataset shapes-vqa and/or "
+                      "LLaVA/chat-set .json/.jsonl files) from the stage-1 model given by --base-model. "
+                      "Default: plain caption training")
+    data.add_argument("--image-folder", default=None,
+                      help="--stage instruct: folder the image paths of conversation files are relative to "
+                      "(paths leaving it are refused)")
     data.add_argument("--dataset", nargs="+", default=["shapes"], metavar="NAME_OR_PATH",
                       help="registered datasets (flickr, coco, pexels, docornot, validation, shapes, all) and/or local "
-                      "paths (imagefolder with metadata.jsonl/csv, COCO captions JSON, Karpathy JSON); combined into one")
+                      "paths (imagefolder with metadata.jsonl/csv, COCO captions JSON, Karpathy JSON); combined into one. "
+                      "With --stage instruct: shapes-vqa and/or conversation files (.json/.jsonl)")
     data.add_argument("--sample", type=positive_int, default=None, help="train on a reproducible subset of N images")
     data.add_argument("--eval-sample", type=positive_int, default=200, help="validation images used for eval loss")
     data.add_argument("--eval-captions", type=int, default=100,
@@ -159,6 +168,8 @@ def options_from_args(args):
         raise DistilViTError("--eval-captions 0 computes no caption metrics; use --metric-for-best-model loss.")
     if args.revision is not None and not args.base_model:
         raise DistilViTError("--revision applies to --base-model only: add --base-model OWNER/NAME, or drop --revision.")
+    from distilvit.training.instruct import stage_spec
+
     spec = CaptionerSpec(
         encoder=args.encoder_model, decoder=args.decoder_model, architecture=args.architecture,
         projection_type=args.projection_type,
@@ -168,11 +179,12 @@ def options_from_args(args):
         lora_target_modules=args.lora_target_modules, unfreeze_vision_layers=args.unfreeze_vision_layers,
         max_length=args.max_length,
     )
+    spec = stage_spec(args.stage, spec)
     return TrainOptions(
-        datasets=args.dataset, model=spec, base_model=args.base_model, base_model_revision=args.revision,
-        save_dir=args.save_dir, checkpoints_dir=args.checkpoints_dir, resume_from=args.resume_from,
-        overwrite_checkpoints=args.overwrite_checkpoints, overwrite_save_dir=args.overwrite_save_dir,
-        num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        datasets=args.dataset, stage=args.stage, image_folder=args.image_folder, model=spec, base_model=args.base_model,
+        base_model_revision=args.revision, save_dir=args.save_dir, checkpoints_dir=args.checkpoints_dir,
+        resume_from=args.resume_from, overwrite_checkpoints=args.overwrite_checkpoints,
+        overwrite_save_dir=args.overwrite_save_dir, num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, projection_lr=args.projection_lr,
         lora_lr=args.lora_lr, vision_lr=args.vision_lr, learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
@@ -192,9 +204,14 @@ def options_from_args(args):
 def run_command(args) -> int:
     import json
 
+    from distilvit.training.instruct import run_instruct_training
     from distilvit.training.run import run_training
 
-    result = run_training(options_from_args(args))
+    opts = options_from_args(args)
+    result = (run_instruct_training if opts.stage == "instruct" else run_training)(opts)
+    if result.metrics.get("unreadable_images"):
+        print(f"warning: {result.metrics['unreadable_images']} image(s) could not be read; they were replaced by blank "
+              "images (their samples are listed in the log above)")
     shown = {k: round(v, 4) for k, v in result.metrics.items() if isinstance(v, float)}
     print(json.dumps({"model": str(result.save_dir), "validation": shown}, indent=2))
     if result.already_finished:

@@ -54,6 +54,10 @@ OVERRIDE_PREFIX = "DISTILVIT_HUB_OVERRIDE_"
 #: Name of the built-in procedural dataset (not a Hub set, not part of ``all``).
 SHAPES_NAME = "shapes"
 
+#: Name of the built-in conversation set (questions about ``shapes`` scenes; distilvit.conversations.shapes_vqa),
+#: for ``distilvit train --stage instruct`` and ``distilvit eval``.
+SHAPES_VQA_NAME = "shapes-vqa"
+
 #: The spec that expands to every registered Hub set.
 ALL_NAME = "all"
 
@@ -149,6 +153,6 @@ def available_datasets() -> list[str]:
     """The dataset names accepted by :func:`~distilvit.data.load_caption_dataset`.
 
     The registered Hub sets and ``shapes``; ``all`` (every Hub set) and local paths are accepted
-    too.
+    too. ``shapes-vqa`` (:data:`SHAPES_VQA_NAME`) is a conversation set, not a caption set.
     """
     return [*REGISTRY, SHAPES_NAME]

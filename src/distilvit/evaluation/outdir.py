@@ -21,7 +21,7 @@ from distilvit.errors import DistilViTError
 #: the files and folders a report consists of (written by :mod:`distilvit.evaluation.report` and ``run``)
 REPORT_FILES = ("metrics.json", "report.html", "report.md", "predictions.jsonl", "images")
 #: the ``metrics.json`` ``info`` fields that say which evaluation a report is of
-IDENTITY_KEYS = ("model", "revision", "datasets", "split", "sample", "generation")
+IDENTITY_KEYS = ("model", "revision", "datasets", "split", "sample", "generation", "blind", "image_folder")
 
 
 def default_out_dir(model: str) -> Path:

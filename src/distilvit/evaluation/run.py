@@ -6,9 +6,11 @@ import logging
 import time
 from pathlib import Path
 
+from distilvit.conversations.dataset import is_conversation_spec
 from distilvit.data.loader import load_caption_rows
 from distilvit.evaluation.metrics import score_captions
 from distilvit.evaluation.outdir import check_out_dir, clear_report, default_out_dir
+from distilvit.evaluation.qa import evaluate_qa
 from distilvit.evaluation.report import write_eval_outputs, write_predictions_jsonl
 from distilvit.evaluation.shapes_accuracy import shapes_accuracy
 
@@ -29,24 +31,34 @@ def evaluate_model(
     seed: int = 42,
     overwrite: bool = False,
     revision: str | None = None,
+    image_folder: str | None = None,
+    blind: bool = False,
 ) -> dict:
     """Caption ``split`` of ``datasets`` (``"all"``: every row) and write ``metrics.json``, the report and
     ``predictions.jsonl`` into ``out_dir`` (default ``eval-<model name>``; see :mod:`.outdir` for when an
     existing report is replaced).
 
     Returns the metrics (caption metrics, plus grounding accuracies when every dataset is ``shapes``).
+    Conversation sets (``shapes-vqa``, .json/.jsonl conversation files) are scored as question answering
+    (:func:`distilvit.evaluation.qa.evaluate_qa`); ``blind`` zeroes the image features.
     """
     from distilvit.model import load_captioner
     from distilvit.model.captioning import generate_captions
 
     identity = {"model": str(model_path), "revision": revision, "datasets": list(datasets), "split": split,
-                "sample": sample, "generation": generation or {"greedy": True}}
+                "sample": sample, "generation": generation or {"greedy": True}, "blind": blind,
+                "image_folder": image_folder}
     out_dir = check_out_dir(out_dir or default_out_dir(str(model_path)), identity, overwrite=overwrite)
+    if any(is_conversation_spec(str(name)) for name in datasets):
+        return evaluate_qa(model_path, datasets, split=split, sample=sample, out_dir=out_dir, fmt=fmt,
+                           batch_size=batch_size, generation=generation, image_folder=image_folder, seed=seed,
+                           blind=blind, revision=revision, info=identity)
     data, counts = load_caption_rows(datasets, split, sample=sample, seed=seed)
     total = "an unknown number of" if counts.total is None else counts.total
     logger.info("evaluating %d of %s rows (%s split of %s: %d rows)", counts.loaded, total, split,
                 ", ".join(datasets), counts.in_split)
     model, processor = load_captioner(model_path, revision=revision)
+    model.config.ablate_image = blind or model.config.ablate_image
     images = [row["image"] for row in data]
     references = [row["captions"] for row in data]
     start = time.perf_counter()

@@ -32,6 +32,8 @@ class TrainOptions:
     """All options of ``distilvit train`` (see ``distilvit train --help`` for their meaning)."""
 
     datasets: list[str] = field(default_factory=lambda: ["shapes"])
+    stage: str | None = None  # None: caption training; "pretrain"/"instruct": training/instruct.py
+    image_folder: str | None = None  # images of conversation files (--stage instruct)
     model: CaptionerSpec = field(default_factory=CaptionerSpec)
     base_model: str | None = None
     base_model_revision: str | None = None  # --revision: Hub revision of --base-model
