@@ -29,8 +29,24 @@ VALIDATION_FRACTION = 0.05
 
 
 def is_conversation_spec(spec: str) -> bool:
-    """``shapes-vqa`` or a ``.json``/``.jsonl`` file (conversations, as opposed to caption datasets)."""
-    return spec == shapes_vqa.NAME or Path(str(spec)).suffix in (".json", ".jsonl")
+    """``shapes-vqa``, a ``.jsonl`` file, or a ``.json`` file holding a list of records (conversations), as
+    opposed to caption datasets: a COCO-captions or Karpathy ``.json`` file holds one object."""
+    path = Path(str(spec))
+    if spec == shapes_vqa.NAME or path.suffix == ".jsonl":
+        return True
+    return path.suffix == ".json" and _first_character(path) == "["
+
+
+def _first_character(path: Path) -> str:
+    """The first non-blank character of a text file ('' when unreadable or empty)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            while chunk := f.read(4096):
+                if chunk.strip():
+                    return chunk.strip()[0]
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return ""
 
 
 def load_conversations(specs: list[str], split: str, *, image_folder: str | None = None, sample: int | None = None,
