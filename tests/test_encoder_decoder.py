@@ -174,6 +174,10 @@ def test_cli_caption_and_eval_on_an_encoder_decoder(cli_model, tmp_path, capsys)
     out = tmp_path / "report"
     assert main(["eval", model, "--sample", "4", "--no-meteor", "--out", str(out), "--max-new-tokens", "4"]) == 0
     assert {"cider", "bleu_4"} <= set(json.loads((out / "metrics.json").read_text())["metrics"])
+    capsys.readouterr()
+    # the blind baseline zeroes prefix image tokens; this design has none: a clear error, not an internal one
+    assert main(["eval", model, "--blind", "--sample", "4", "--no-meteor", "--out", str(tmp_path / "blind")]) == 2
+    assert "has none" in capsys.readouterr().err
 
 
 def test_continuing_training_of_a_saved_encoder_decoder(cli_model, tmp_path):

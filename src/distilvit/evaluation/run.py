@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from distilvit.conversations.dataset import is_conversation_spec
+from distilvit.errors import DistilViTError
 from distilvit.data.loader import load_caption_rows
 from distilvit.evaluation.metrics import score_captions
 from distilvit.evaluation.outdir import check_out_dir, clear_report, default_out_dir
@@ -58,7 +59,11 @@ def evaluate_model(
     logger.info("evaluating %d of %s rows (%s split of %s: %d rows)", counts.loaded, total, split,
                 ", ".join(datasets), counts.in_split)
     model, processor = load_captioner(model_path, revision=revision)
-    model.config.ablate_image = blind or model.config.ablate_image
+    if blind:
+        if not hasattr(model.config, "ablate_image"):
+            raise DistilViTError("--blind zeroes the image tokens of the prefix architecture; this encoder-decoder "
+                                 "model has none (its decoder reads the encoder through cross-attention).")
+        model.config.ablate_image = True
     images = [row["image"] for row in data]
     references = [row["captions"] for row in data]
     start = time.perf_counter()
