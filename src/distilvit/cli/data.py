@@ -1,0 +1,56 @@
+"""``distilvit data``: dataset tools (merge, debias, report, synth-prompts). See README.md's `distilvit data`."""
+
+from __future__ import annotations
+
+import argparse
+
+from distilvit.cli.options import positive_int
+
+_DATASET_HELP = ("datasets, as for train: registry names, shapes, all, or local paths (an image folder with "
+                 "metadata.jsonl/csv, a COCO captions or Karpathy JSON file, a folder written by `distilvit data`)")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data", help="dataset tools: merge sources, de-bias captions, quality report, prompts for rare objects",
+        description="Dataset tools. Every command reads any dataset distilvit reads; merge and debias write a folder "
+        "that `distilvit train --dataset FOLDER` reads.")
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    _add_merge(actions)
+
+
+def _out_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder: save_to_disk Arrow files, data/*.parquet shards and a dataset card (README.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it already exists and is not empty")
+
+
+def _add_merge(actions) -> None:
+    p = actions.add_parser(
+        "merge", help="merge caption sources into one deduplicated dataset with train/validation/test splits",
+        description="Normalise every source to {image, alt_text, source, source_id}, drop duplicate images (same "
+        "bytes; their captions are merged into the kept row), split by image content with a fixed seed (an image is "
+        "never in two splits), and write save_to_disk files, Parquet shards and a dataset card with the counts.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", nargs="+", required=True, metavar="NAME_OR_PATH", help=_DATASET_HELP)
+    _out_options(p)
+    p.add_argument("--seed", type=int, default=42, help="seed of the content-hash split")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="share of images in the validation split")
+    p.add_argument("--test-fraction", type=float, default=0.05, help="share of images in the test split")
+    p.add_argument("--sample", type=positive_int, default=None,
+                   help="read a reproducible subset of N rows of each source (default: every row)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO",
+                   help="also upload the card and Parquet shards to this Hub dataset repository (owner/name, or name "
+                   "under the token's user); the token and the Hub are checked before any work")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository as private")
+    p.set_defaults(run=run_merge)
+
+
+def run_merge(args) -> int:
+    from distilvit.datatools.merge_job import merge_job
+
+    summary = merge_job(args.dataset, args.out, seed=args.seed, validation=args.val_fraction, test=args.test_fraction,
+                        sample=args.sample, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
+                        private=args.private)
+    print(summary)
+    return 0

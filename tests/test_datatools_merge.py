@@ -1,0 +1,123 @@
+"""``distilvit data merge``: dedup by image content, leak-free seeded split, save_to_disk + Parquet + card,
+loading back through ``--dataset DIR`` (and training on it), the Hub push against the local stand-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import datasets
+import pytest
+from datatools_fixtures import make_sources
+from hub_standin import FakeHub
+
+from distilvit.cli.main import main
+from distilvit.data import load_caption_dataset
+from distilvit.datatools.merge import merge
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return make_sources(tmp_path_factory.mktemp("sources"))
+
+
+@pytest.fixture(scope="module")
+def merged(sources, tmp_path_factory):
+    out = tmp_path_factory.mktemp("merged") / "set"
+    assert main(["data", "merge", "--dataset", *map(str, sources), "--out", str(out),
+                 "--val-fraction", "0.2", "--test-fraction", "0.2"]) == 0
+    return out
+
+
+def test_duplicates_dropped_and_counted_and_no_image_in_two_splits(merged, capsys):
+    saved = datasets.load_from_disk(str(merged))
+    assert set(saved) == {"train", "validation", "test"}
+    assert sum(len(t) for t in saved.values()) == 35  # 30 + 10 rows, 5 byte-identical images
+    hashes = [h for t in saved.values() for h in t["image_hash"]]
+    assert len(hashes) == len(set(hashes)) == 35
+    assert all(len(t) for t in saved.values())
+    assert set(saved["train"].column_names) == {"image", "alt_text", "source", "source_id", "image_hash"}
+    card = (merged / "README.md").read_text()
+    assert "40 rows read, 5 duplicate images dropped" in card
+    assert f"| total | 35 |" in card and f"| train | {len(saved['train'])} |" in card
+
+
+def test_duplicate_captions_are_merged_into_the_kept_row(merged, sources):
+    rows = [r for t in datasets.load_from_disk(str(merged)).values() for r in t.select_columns(
+        ["alt_text", "source", "source_id"])]
+    first = next(r for r in rows if r["source"] == str(sources[0]) and r["source_id"] == "img0.png")
+    assert first["alt_text"] == ["a man riding a bicycle", "a dog on the grass 0"]
+    assert sum(r["source"] == str(sources[1]) for r in rows) == 5
+
+
+def test_parquet_shards_hold_the_same_rows(merged):
+    saved = datasets.load_from_disk(str(merged))
+    parquet = datasets.load_dataset("parquet", data_dir=str(merged / "data"))
+    for split in saved:
+        assert sorted(parquet[split]["image_hash"]) == sorted(saved[split]["image_hash"])
+
+
+def test_split_is_fixed_by_seed_and_content(sources):
+    one = merge([str(s) for s in sources], seed=7, validation=0.2, test=0.2)
+    two = merge([str(s) for s in reversed(sources)], seed=7, validation=0.2, test=0.2)
+    for split in one.splits:
+        assert sorted(one.splits[split]["image_hash"]) == sorted(two.splits[split]["image_hash"])
+    other = merge([str(s) for s in sources], seed=8, validation=0.2, test=0.2)
+    assert sorted(other.splits["test"]["image_hash"]) != sorted(one.splits["test"]["image_hash"])
+
+
+def test_merged_folder_loads_back_as_a_dataset_spec(merged):
+    saved = datasets.load_from_disk(str(merged))
+    for split in ("train", "validation", "test"):
+        loaded = load_caption_dataset(str(merged), split)
+        assert sorted(loaded["image_id"]) == sorted(saved[split]["image_hash"])
+    assert load_caption_dataset(str(merged), "train")[0]["captions"]
+
+
+def test_merged_set_trains(merged, tmp_path, tiny_lm):
+    from test_training import small_run
+
+    result = small_run(tmp_path, tiny_lm, datasets=[str(merged)], sample=8, eval_sample=4, max_steps=2)
+    assert "eval_loss" in result.metrics
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "/nonexistent/x"], "dataset path not found"),
+    (["--dataset", "shapes", "--val-fraction", "0.6", "--test-fraction", "0.5"], "must leave rows for training"),
+    (["--dataset", "shapes", "--test-fraction", "-0.1"], "--test-fraction must be at least 0"),
+    (["--dataset", "shapes", "--private"], "--private only applies with --push-to-hub"),
+])
+def test_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, capsys):
+    assert main(["data", "merge", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_existing_out_is_refused_without_overwrite(merged, sources, capsys):
+    assert main(["data", "merge", "--dataset", str(sources[1]), "--out", str(merged)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+
+
+def test_push_uploads_card_and_parquet_to_a_private_dataset_repo(sources, tmp_path):
+    from test_hub import SRC, hub_env
+
+    with FakeHub() as hub:
+        env = hub_env(hub, tmp_path / "hf-home")
+        done = subprocess.run([sys.executable, "-m", "distilvit.cli.main", "data", "merge", "--dataset",
+                               str(sources[1]), "--out", str(tmp_path / "out"), "--push-to-hub", "user/merged",
+                               "--private"], env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        files = hub.files("user/merged")
+        repo = hub.repos["user/merged"]
+        assert repo.repo_type == "dataset" and repo.private is True
+        local = {p.relative_to(tmp_path / "out").as_posix(): p.read_bytes()
+                 for p in [tmp_path / "out" / "README.md", *(tmp_path / "out" / "data").glob("*.parquet")]}
+        assert files == local
+        assert ("POST", "/api/datasets/user/merged/commit/main") in hub.requests
+        offline = subprocess.run([sys.executable, "-m", "distilvit.cli.main", "data", "merge", "--dataset",
+                                  str(sources[1]), "--out", str(tmp_path / "out2"), "--push-to-hub", "user/merged"],
+                                 env=hub_env(hub, tmp_path / "hf-home", offline=True), capture_output=True, text=True,
+                                 timeout=240)
+        assert offline.returncode == 2 and "HF_HUB_OFFLINE" in offline.stderr
+        assert not (tmp_path / "out2").exists()  # checked before any work
+    assert SRC.is_dir()
