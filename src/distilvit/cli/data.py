@@ -17,6 +17,7 @@ def add_parser(subparsers) -> None:
         "that `distilvit train --dataset FOLDER` reads.")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     _add_merge(actions)
+    _add_debias(actions)
 
 
 def _out_options(p: argparse.ArgumentParser) -> None:
@@ -53,4 +54,40 @@ def run_merge(args) -> int:
                         sample=args.sample, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
                         private=args.private)
     print(summary)
+    return 0
+
+
+def _rules_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rules", default=None, metavar="FILE",
+                   help="de-bias word lists, a JSON file laid out like the default "
+                   "(src/distilvit/datatools/debias_rules.json; default: that file)")
+
+
+def _add_debias(actions) -> None:
+    p = actions.add_parser(
+        "debias", help="rewrite captions with documented rules: neutral people words, no ethnicity/religion/"
+        "nationality, 'several' for counts above two, no reading of text in the image",
+        description="Rule-based caption rewrite (word lists in a JSON file you can replace with --rules). The original "
+        "captions are kept in original_alt_text; a rewrite that would leave no word keeps the caption and flags the "
+        "row (debias_flagged); running it again changes nothing. Prints and saves what changed, by rule.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", nargs="+", required=True, metavar="NAME_OR_PATH", help=_DATASET_HELP)
+    _out_options(p)
+    _rules_option(p)
+    p.add_argument("--seed", type=int, default=42,
+                   help="seed of the content-hash split of sources that are not a distilvit data folder")
+    p.add_argument("--llm-url", default=None, metavar="URL",
+                   help="also rewrite each caption through this OpenAI-compatible endpoint (base URL, e.g. "
+                   "http://127.0.0.1:8000/v1) before the rules; off by default")
+    p.add_argument("--llm-model", default="gpt-4o-mini", help="with --llm-url: the model name sent to the endpoint")
+    p.add_argument("--llm-api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                   help="with --llm-url: the environment variable holding the endpoint's API key (may be unset)")
+    p.set_defaults(run=run_debias)
+
+
+def run_debias(args) -> int:
+    from distilvit.datatools.debias import debias_job
+
+    print(debias_job(args.dataset, args.out, rules_file=args.rules, llm_url=args.llm_url, llm_model=args.llm_model,
+                     llm_api_key_env=args.llm_api_key_env, overwrite=args.overwrite, seed=args.seed))
     return 0

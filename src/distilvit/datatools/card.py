@@ -27,7 +27,7 @@ def dataset_card(title: str, *, counts: dict[str, int], summary: list[str], conf
     yaml = [
         "---", "task_categories:", "- image-to-text", "tags:", "- image-captioning", "- distilvit",
         f"size_categories:", f"- {size}", "configs:", "- config_name: default", "  data_files:",
-        *[line for name in counts for line in (f"  - split: {name}", f"    path: data/{name}-*.parquet")],
+        *[line for name, count in counts.items() if count for line in (f"  - split: {name}", f"    path: data/{name}-*.parquet")],
         "---",
     ]
     command = command_line(argv)

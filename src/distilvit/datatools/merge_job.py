@@ -31,7 +31,7 @@ def merge_job(specs: list[str], out: str | Path, *, seed: int = 42, validation: 
               "/".join(f"{v:g}" for v in result.fractions.values()), "rows read": result.rows_read,
               "duplicate images dropped": result.duplicates_dropped, "sample per source": sample or "all rows"}
     card = dataset_card(Path(out).name, counts=counts, summary=summary, config=config,
-                        columns=result.splits["train"].column_names)
+                        columns=next(iter(result.splits.values())).column_names)
     folder = write_dataset(result.splits, out, card, overwrite=overwrite)
     lines = [f"wrote {folder}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) +
              f" images; {result.duplicates_dropped} duplicate images dropped (of {result.rows_read} rows read)"]

@@ -117,33 +117,36 @@ def _read_saved(path: Path, spec: str) -> datasets.Dataset:
     parts = []
     for name, table in load_saved_tables(path):
         column = caption_column(table, path)
-        split = canonical_split(name) if name is not None else None
         extra = datasets.Features({k: v for k, v in table.features.items()
                                    if k not in BASE_COLUMNS and k not in {column, "captions", "image_id"}})
         table = table.cast_column("image", datasets.Image(decode=False))
-
-        def normalise(batch: dict, indices: list[int], column=column, split=split, name=name) -> dict:
-            images = [{"bytes": image_bytes(value), "path": _name(value)} for value in batch["image"]]
-            size = len(images)
-            ids = batch.get("source_id") or batch.get("image_id") or [f"{name or 'row'}/{i}" for i in indices]
-            splits = batch.get("split") if split is None and "split" in batch else [split] * size
-            out = {
-                "image": images,
-                "alt_text": [[c.strip() for c in raw_captions(v) if c.strip()] for v in batch[column]],
-                "source": batch.get("source") or [spec] * size,
-                "source_id": [str(i) for i in ids],
-                "image_hash": [content_hash(image["bytes"]) for image in images],
-                "split": [canonical_split(s) or "train" for s in splits],
-            }
-            out.update({k: batch[k] for k in extra})
-            return out
-
-        parts.append(table.map(normalise, batched=True, batch_size=256, with_indices=True,
+        options = {"column": column, "split": canonical_split(name) if name is not None else None, "name": name,
+                   "spec": spec, "extra": list(extra)}
+        parts.append(table.map(_normalise_saved, batched=True, batch_size=256, with_indices=True, fn_kwargs=options,
                                remove_columns=table.column_names, features=base_features(extra),
                                desc=f"reading {spec}" + (f" ({name})" if name else "")))
     if not parts:
         raise DataError(f"the saved dataset {path} has no splits")
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _normalise_saved(batch: dict, indices: list[int], *, column: str, split: str | None, name: str | None,
+                     spec: str, extra: list[str]) -> dict:
+    """One batch of a saved table, normalised (see :func:`read_table`)."""
+    images = [{"bytes": image_bytes(value), "path": _name(value)} for value in batch["image"]]
+    size = len(images)
+    ids = batch.get("source_id") or batch.get("image_id") or [f"{name or 'row'}/{i}" for i in indices]
+    splits = batch["split"] if split is None and "split" in batch else [split] * size
+    out = {
+        "image": images,
+        "alt_text": [[c.strip() for c in raw_captions(v) if c.strip()] for v in batch[column]],
+        "source": batch.get("source") or [spec] * size,
+        "source_id": [str(i) for i in ids],
+        "image_hash": [content_hash(image["bytes"]) for image in images],
+        "split": [canonical_split(s) or "train" for s in splits],
+    }
+    out.update({k: batch[k] for k in extra})
+    return out
 
 
 def _with_columns(table: datasets.Dataset, extra: datasets.Features) -> datasets.Dataset:

@@ -7,7 +7,7 @@ Layout of ``OUT``::
     README.md                                        # the dataset card, with the counts
     <extra files>                                    # e.g. debias_changes.json
 
-The folder is built next to ``OUT`` and renamed into place, so an interrupted run never leaves a
+Empty splits are left out (``datasets`` cannot read an empty saved split back). The folder is built next to ``OUT`` and renamed into place, so an interrupted run never leaves a
 half-written dataset. An existing ``OUT`` is refused unless ``overwrite``.
 """
 
@@ -50,6 +50,10 @@ def write_dataset(splits: datasets.DatasetDict, out: str | Path, card: str, *, o
                   extra_files: dict[str, str] | None = None) -> Path:
     """Write ``splits`` to ``out`` (see the module docstring); returns the folder."""
     target = check_out_dir(out, overwrite=overwrite)
+    # an empty split cannot be read back by datasets.load_from_disk: it is left out (the card says 0)
+    splits = datasets.DatasetDict({name: table for name, table in splits.items() if len(table)})
+    if not splits:
+        raise DataError("no rows to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
