@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     _add_merge(actions)
     _add_debias(actions)
+    _add_report(actions)
+    _add_prompts(actions)
 
 
 def _out_options(p: argparse.ArgumentParser) -> None:
@@ -90,4 +92,73 @@ def run_debias(args) -> int:
 
     print(debias_job(args.dataset, args.out, rules_file=args.rules, llm_url=args.llm_url, llm_model=args.llm_model,
                      llm_api_key_env=args.llm_api_key_env, overwrite=args.overwrite, seed=args.seed))
+    return 0
+
+
+def _add_report(actions) -> None:
+    p = actions.add_parser(
+        "report", help="dataset quality report: caption statistics, duplicates, protected terms, object balance, "
+        "image-text alignment, worst examples (CSV, JSON, HTML)",
+        description="Measure a dataset: caption length and vocabulary, duplicate rate, protected-attribute terms by "
+        "category before and after de-biasing, the object distribution (an objects column, else the nouns of the "
+        "captions) with entropy, Gini, top-k share and rare classes, per-example image-text alignment (--model, "
+        "--clip-model) and the worst examples. Writes report.json, examples.csv, objects.csv, protected_terms.csv "
+        "and report.html with plots and thumbnails.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", nargs="+", required=True, metavar="NAME_OR_PATH", help=_DATASET_HELP)
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it already exists and is not empty")
+    _rules_option(p)
+    p.add_argument("--model", default=None,
+                   help="a distilvit captioner (folder or Hub id): score each image by its captions' mean token "
+                   "log-likelihood (default: no score)")
+    p.add_argument("--clip-model", default=None,
+                   help="a CLIP model (folder or Hub id): score each image by the mean image-caption cosine similarity "
+                   "(default: no score)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images scored together by --model/--clip-model")
+    p.add_argument("--top-k", type=positive_int, default=10, help="report the share of the K most frequent object classes")
+    p.add_argument("--rare-threshold", type=float, default=0.01,
+                   help="an object class is rare when its share of all object occurrences is below this")
+    p.add_argument("--worst", type=positive_int, default=20, help="how many worst examples to list (with thumbnails)")
+    p.add_argument("--sample", type=positive_int, default=None,
+                   help="read a reproducible subset of N rows of each source (default: every row)")
+    p.add_argument("--seed", type=int, default=42, help="seed of --sample and of the content-hash split")
+    p.set_defaults(run=run_report)
+
+
+def run_report(args) -> int:
+    from distilvit.datatools.report import report_job
+
+    print(report_job(args.dataset, args.out, overwrite=args.overwrite, rules_file=args.rules, model=args.model,
+                     clip_model=args.clip_model, top_k=args.top_k, rare_share=args.rare_threshold, worst=args.worst,
+                     sample=args.sample, seed=args.seed, batch_size=args.batch_size))
+    return 0
+
+
+def _add_prompts(actions) -> None:
+    p = actions.add_parser(
+        "synth-prompts", help="text-to-image prompts for the rare object classes of a report",
+        description="For each rare object class of a `distilvit data report` folder, write text-to-image prompts "
+        "(the class alone, and with the classes it appears with) with the de-bias rules applied, as JSONL "
+        "{prompt, objects, original_count, type}.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--report", required=True, metavar="DIR", help="the --out folder of `distilvit data report`")
+    p.add_argument("--out", required=True, metavar="FILE", help="the prompts, one JSON object per line")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    _rules_option(p)
+    p.add_argument("--per-class", type=positive_int, default=2, help="single-object prompts per rare class (at most 4)")
+    p.add_argument("--combinations", type=int, default=2,
+                   help="prompts pairing each rare class with another class (0: none)")
+    p.set_defaults(run=run_prompts)
+
+
+def run_prompts(args) -> int:
+    from distilvit.datatools.prompts import synth_prompts_job
+
+    if args.combinations < 0:
+        from distilvit.errors import DistilViTError
+
+        raise DistilViTError(f"--combinations must be 0 or more, got {args.combinations}")
+    print(synth_prompts_job(args.report, args.out, rules_file=args.rules, per_class=args.per_class,
+                            combinations=args.combinations, overwrite=args.overwrite))
     return 0

@@ -54,8 +54,7 @@ def write_dataset(splits: datasets.DatasetDict, out: str | Path, card: str, *, o
     splits = datasets.DatasetDict({name: table for name, table in splits.items() if len(table)})
     if not splits:
         raise DataError("no rows to write")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_dir(target)
     try:
         splits.save_to_disk(str(staging))
         for shards in parquet_files(splits).values():
@@ -65,15 +64,26 @@ def write_dataset(splits: datasets.DatasetDict, out: str | Path, card: str, *, o
         (staging / "README.md").write_text(card, encoding="utf-8")
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
+        publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def staging_dir(target: Path) -> Path:
+    """A new empty folder next to ``target``, to be :func:`publish`-ed as ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+
+
+def publish(staging: Path, target: Path) -> None:
+    """Put the finished ``staging`` folder in place of ``target`` (renames; the old one is removed)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
