@@ -29,6 +29,7 @@ def _plots(folder: Path, report: dict) -> list[tuple[str, str]]:
     histogram = report["captions"]["length_histogram"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar([int(k) for k in histogram], list(histogram.values()), width=0.9, color="#4c72b0")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set(xlabel="caption length (words)", ylabel="captions", title="Caption length")
     save(fig, "length_histogram.png", "Caption length histogram")
 
