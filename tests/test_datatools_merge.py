@@ -87,6 +87,7 @@ def test_merged_set_trains(merged, tmp_path, tiny_lm):
     (["--dataset", "shapes", "--val-fraction", "0.6", "--test-fraction", "0.5"], "must leave rows for training"),
     (["--dataset", "shapes", "--test-fraction", "-0.1"], "--test-fraction must be at least 0"),
     (["--dataset", "shapes", "--private"], "--private only applies with --push-to-hub"),
+    (["--dataset", "shapes", "--push-to-hub", "bad repo//id"], "--push-to-hub 'bad repo//id' is not a valid Hub"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(argv, message, tmp_path, capsys):
     assert main(["data", "merge", *argv, "--out", str(tmp_path / "o")]) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from distilvit.errors import DistilViTError
 from distilvit.hub.push import HubTarget, preflight, upload
 
 logger = logging.getLogger("distilvit.datatools")
@@ -20,6 +21,14 @@ def dataset_preflight(repo_id: str | None, out: str | Path) -> HubTarget | None:
     """Check the Hub before the merge starts (``None`` when not pushing)."""
     if not repo_id:
         return None
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise DistilViTError(f"--push-to-hub {repo_id!r} is not a valid Hub repository id ({err}); use owner/name "
+                             "or name, with letters, digits, '-', '_' or '.'.") from None
     return preflight(True, repo_id, out)
 
 
