@@ -15,6 +15,7 @@ from hub_standin import FakeHub
 from distilvit.cli.main import main
 from distilvit.data import load_caption_dataset
 from distilvit.datatools.merge import merge
+from distilvit.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +123,21 @@ def test_push_uploads_card_and_parquet_to_a_private_dataset_repo(sources, tmp_pa
         assert offline.returncode == 2 and "HF_HUB_OFFLINE" in offline.stderr
         assert not (tmp_path / "out2").exists()  # checked before any work
     assert SRC.is_dir()
+
+
+def test_a_saved_single_table_with_a_split_column_loads_as_a_dataset_spec(tmp_path, image_bytes):
+    from distilvit.data.schema import string_list_feature
+
+    folder = tmp_path / "saved"
+    features = datasets.Features({"image": datasets.Image(), "captions": string_list_feature(),
+                                  "split": datasets.Value("string"), "image_id": datasets.Value("string")})
+    datasets.Dataset.from_dict({
+        "image": [{"bytes": image_bytes((i * 40, 0, 0)), "path": None} for i in range(4)],
+        "captions": [[f"caption {i}"] for i in range(4)], "split": ["train", "train", "val", "test"],
+        "image_id": ["a", "b", "c", "d"]}, features=features).save_to_disk(str(folder))
+    assert sorted(load_caption_dataset(str(folder), "train")["image_id"]) == ["a", "b"]
+    assert load_caption_dataset(str(folder), "validation")["captions"] == [["caption 2"]]
+    (folder / "state.json").write_text("{broken")
+    with pytest.raises(DataError) as caught:
+        load_caption_dataset(str(folder), "train")
+    assert "cannot read the saved dataset" in str(caught.value)
