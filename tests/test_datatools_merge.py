@@ -141,3 +141,37 @@ def test_a_saved_single_table_with_a_split_column_loads_as_a_dataset_spec(tmp_pa
     with pytest.raises(DataError) as caught:
         load_caption_dataset(str(folder), "train")
     assert "cannot read the saved dataset" in str(caught.value)
+
+
+def test_every_kind_of_source_is_normalised_and_deduplicated_across_kinds(sources, tmp_path, monkeypatch, capsys):
+    """An image folder (10 images, fewer than --sample), a COCO captions JSON, a Hub set (through its local override)
+    and ``shapes``; the COCO file and the Hub set each repeat one of the image folder's images byte for byte."""
+    import io
+    import json as json_module
+
+    from PIL import Image
+
+    a = sources[1]
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    (coco / "img0.png").write_bytes((a / "img0.png").read_bytes())
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(coco / "other.png")
+    (coco / "captions.json").write_text(json_module.dumps({
+        "images": [{"id": 1, "file_name": "img0.png"}, {"id": 2, "file_name": "other.png"}],
+        "annotations": [{"image_id": 1, "caption": "coco caption one"}, {"image_id": 2, "caption": "coco two"}]}))
+    hub = tmp_path / "pexels" / "data"
+    hub.mkdir(parents=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(buffer, format="PNG")
+    features = datasets.Features({"image": datasets.Image(), "alt_text": datasets.Value("string")})
+    datasets.Dataset.from_list([{"image": {"bytes": (a / "img1.png").read_bytes(), "path": None}, "alt_text": "px 1"},
+                                {"image": {"bytes": buffer.getvalue(), "path": None}, "alt_text": "px 2"}],
+                               features=features).to_parquet(str(hub / "train-00000-of-00001.parquet"))
+    monkeypatch.setenv("DISTILVIT_HUB_OVERRIDE_PEXELS", str(tmp_path / "pexels"))
+    result = merge([str(a), str(coco / "captions.json"), "pexels", "shapes"], sample=12)
+    assert result.rows_read == 10 + 2 + 2 + 12 and result.duplicates_dropped == 2
+    assert result.per_source == {str(a): 10, str(coco / "captions.json"): 1, "pexels": 1, "shapes": 12}
+    rows = [r for t in result.splits.values() for r in t.select_columns(["alt_text", "source", "source_id"])]
+    assert {"alt_text": ["a dog on the grass 0", "coco caption one"], "source": str(a), "source_id": "img0.png"} in rows
+    assert {"alt_text": ["a dog on the grass 1", "px 1"], "source": str(a), "source_id": "img1.png"} in rows
+    assert set(result.splits["train"].column_names) == {"image", "alt_text", "source", "source_id", "image_hash"}

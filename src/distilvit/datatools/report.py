@@ -25,6 +25,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from distilvit.datatools.objects import image_objects
 from distilvit.datatools.rules import Rules
 from distilvit.datatools.stats import caption_statistics, distribution_summary, duplicate_rates, lorenz, words
@@ -40,7 +42,7 @@ def protected_terms(rules: Rules, captions: list[list[str]]) -> dict:
     """Protected-attribute terms by category and term, before and after the de-bias rewrite."""
     before: Counter = Counter()
     after: Counter = Counter()
-    for row in captions:
+    for row in tqdm(captions, desc="protected terms", unit="image"):
         for caption in row:
             before.update(rules.find_terms(caption))
             after.update(rules.find_terms(rules.rewrite(caption).text))
@@ -81,7 +83,8 @@ def build_report(specs: list[str], *, rules_file: str | None = None, model: str 
     captions = table["alt_text"]
     hashes = table["image_hash"]
     labels = table["objects"] if "objects" in table.column_names else [None] * len(table)
-    objects = [image_objects(row, label) for row, label in zip(captions, labels)]
+    objects = [image_objects(row, label) for row, label in tqdm(zip(captions, labels), total=len(table),
+                                                                desc="objects", unit="image")]
     method = ("objects column" if all(v is not None for v in labels) else
               "caption nouns (lemminflect lexicon)" if all(v is None for v in labels) else "mixed")
     flat = [c for row in captions for c in row]
@@ -126,8 +129,9 @@ def _example_rows(table, captions, objects, rules: Rules, scores: dict, text: di
     seen_images: set[str] = set()
     caption_counts = Counter(" ".join(words(c)) for row in captions for c in row)
     rows = []
-    for i, (split, source, source_id, image_hash) in enumerate(zip(table["split"], table["source"],
-                                                                   table["source_id"], table["image_hash"])):
+    columns = zip(table["split"], table["source"], table["source_id"], table["image_hash"])
+    for i, (split, source, source_id, image_hash) in enumerate(tqdm(columns, total=len(table), desc="examples",
+                                                                    unit="image")):
         row_captions = captions[i]
         lengths = [len(words(c)) for c in row_captions]
         terms = sum(sum(rules.find_terms(c).values()) for c in row_captions)
