@@ -38,6 +38,21 @@ logger = logging.getLogger("distilvit.datatools")
 COOCCURRING = 5
 
 
+class LazyImages:
+    """The encoded images of a table, read from its Arrow data only when asked for (by index or slice)."""
+
+    def __init__(self, table):
+        self._arrow = table.select_columns(["image"]).with_format("arrow")
+
+    def __len__(self) -> int:
+        return len(self._arrow)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self._arrow[key]["image"].to_pylist()
+        return self._arrow[key:key + 1]["image"].to_pylist()[0]
+
+
 def protected_terms(rules: Rules, captions: list[list[str]]) -> dict:
     """Protected-attribute terms by category and term, before and after the de-bias rewrite."""
     before: Counter = Counter()
@@ -93,7 +108,7 @@ def build_report(specs: list[str], *, rules_file: str | None = None, model: str 
     distribution["method"] = method
     distribution["lorenz"] = lorenz(distribution["counts"].values())
     distribution["cooccurring_with_rare"] = _cooccurrence(objects, [r["class"] for r in distribution["rare_classes"]])
-    images = table.select_columns(["image"]).with_format("arrow")["image"].to_pylist()
+    images = LazyImages(table)
     scores: dict[str, list[float]] = {}
     if model:
         from distilvit.datatools.alignment import caption_log_likelihood
