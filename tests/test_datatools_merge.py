@@ -3,7 +3,6 @@ loading back through ``--dataset DIR`` (and training on it), the Hub push agains
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -101,7 +100,7 @@ def test_existing_out_is_refused_without_overwrite(merged, sources, capsys):
 
 
 def test_push_uploads_card_and_parquet_to_a_private_dataset_repo(sources, tmp_path):
-    from test_hub import SRC, hub_env
+    from test_hub import hub_env
 
     with FakeHub() as hub:
         env = hub_env(hub, tmp_path / "hf-home")
@@ -122,7 +121,6 @@ def test_push_uploads_card_and_parquet_to_a_private_dataset_repo(sources, tmp_pa
                                  timeout=240)
         assert offline.returncode == 2 and "HF_HUB_OFFLINE" in offline.stderr
         assert not (tmp_path / "out2").exists()  # checked before any work
-    assert SRC.is_dir()
 
 
 def test_a_saved_single_table_with_a_split_column_loads_as_a_dataset_spec(tmp_path, image_bytes):

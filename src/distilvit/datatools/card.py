@@ -26,7 +26,7 @@ def dataset_card(title: str, *, counts: dict[str, int], summary: list[str], conf
             else "100K<n<1M" if total < 1_000_000 else "n>1M")
     yaml = [
         "---", "task_categories:", "- image-to-text", "tags:", "- image-captioning", "- distilvit",
-        f"size_categories:", f"- {size}", "configs:", "- config_name: default", "  data_files:",
+        "size_categories:", f"- {size}", "configs:", "- config_name: default", "  data_files:",
         *[line for name, count in counts.items() if count for line in (f"  - split: {name}", f"    path: data/{name}-*.parquet")],
         "---",
     ]
