@@ -29,7 +29,8 @@ def git_blob_sha(content: bytes) -> str:
 
 
 class Repo:
-    def __init__(self):
+    def __init__(self, repo_type: str = "model", private: bool | None = None):
+        self.repo_type, self.private = repo_type, private
         self.commits: dict[str, dict[str, bytes]] = {}  # sha -> files
         self.branches: dict[str, str] = {}  # branch -> sha
         self.commit({}, "initial commit")
@@ -141,7 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create(json.loads(body))
         if path == "/api/validate-yaml" and method == "POST":  # create_commit checks a README.md's metadata
             return self._validate_yaml(json.loads(body)["content"])
-        if len(parts) >= 6 and parts[:2] == ["api", "models"]:
+        if len(parts) >= 6 and parts[0] == "api" and parts[1] in ("models", "datasets"):
             repo_id, action, rest = f"{parts[2]}/{parts[3]}", parts[4], parts[5:]
             return self._api(method, repo_id, action, rest, body, parse_qs(url.query))
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
@@ -166,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
         with self.owner.lock:
             if repo_id in self.owner.repos:
                 return self._json(409, {"error": "You already created this model repo", "url": url})
-            self.owner.repos[repo_id] = Repo()
+            private = payload.get("private", None if "visibility" not in payload else payload["visibility"] == "private")
+            self.owner.repos[repo_id] = Repo(payload.get("type") or "model", private)
         return self._json(200, {"url": url, "name": repo_id})
 
     def _validate_yaml(self, content: str) -> None:

@@ -13,7 +13,7 @@ The data contract is in ``docs/design.md``. Main entry points:
 Module map: ``schema`` (columns, captions), ``splits`` (seeded splits, sampling), ``images``
 (opening and checking images), ``rows`` (per-source rows and image stores), ``validation``
 (dropping unreadable images, sampling, assembling), ``registry`` and ``hub`` (Hub sets),
-``imagefolder`` and ``caption_json`` (local sources), ``shapes``, ``loader``.
+``imagefolder``, ``caption_json`` and ``saved`` (local sources), ``shapes``, ``loader``.
 """
 
 from distilvit.data.images import DEFAULT_MAX_PIXELS, open_image

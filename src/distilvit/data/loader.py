@@ -16,6 +16,7 @@ from distilvit.data.hub import load_hub_rows
 from distilvit.data.imagefolder import METADATA_FILES, load_imagefolder_rows
 from distilvit.data.registry import ALL_NAME, REGISTRY, SHAPES_NAME, available_datasets
 from distilvit.data.rows import SourceRows
+from distilvit.data.saved import is_saved_dataset, load_saved_rows
 from distilvit.data.schema import ALL_SPLIT, SPLITS, check_split
 from distilvit.data.shapes import ShapesConfig, load_shapes_rows
 from distilvit.data.validation import assemble, choose_rows
@@ -55,7 +56,8 @@ def load_caption_dataset(
     Args:
         names: dataset specs: registry names (:func:`available_datasets`), ``all`` (every Hub set),
             ``shapes``, or local paths (an image folder with ``metadata.jsonl``/``metadata.csv``, a
-            COCO captions JSON file, a Karpathy split JSON file). Several specs are concatenated;
+            COCO captions JSON file, a Karpathy split JSON file, a ``save_to_disk`` folder such as
+            ``distilvit data merge`` writes). Several specs are concatenated;
             a registry name wins over a local folder of the same name (write ``./name`` for the
             folder).
         split: ``train``, ``validation``, ``test``, or ``all`` (every row of the sources, whatever
@@ -131,6 +133,8 @@ def _load_source(spec: str, split: str, *, seed: int, cache_dir: str | None) -> 
         config = ShapesConfig(seed=seed)
         return [load_shapes_rows(name, config, source=spec) for name in (SPLITS if split == ALL_SPLIT else [split])]
     path = Path(spec).expanduser()
+    if is_saved_dataset(path):
+        return [load_saved_rows(path, spec, split, seed=seed)]
     if path.is_dir():
         return [load_imagefolder_rows(path, spec, split, seed=seed)]
     if path.is_file():
@@ -155,7 +159,8 @@ def _choices() -> str:
     return (
         f"Available datasets: {', '.join(available_datasets())}, or '{ALL_NAME}' for every Hub set "
         f"({', '.join(REGISTRY)}). A local path is also accepted: an image folder with "
-        f"{' or '.join(METADATA_FILES)}, a COCO captions JSON file or a Karpathy split JSON file."
+        f"{' or '.join(METADATA_FILES)}, a COCO captions JSON file, a Karpathy split JSON file or a "
+        f"save_to_disk folder (distilvit data merge)."
     )
 
 

@@ -125,7 +125,7 @@ def files_to_push(save_dir: str | Path) -> list[Path]:
 
 def push_model(target: HubTarget, save_dir: str | Path, *, metrics: dict, options: dict) -> str:
     """Upload ``save_dir`` and its model card to ``target`` in one commit; returns the commit URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd
 
     folder = Path(save_dir)
     files = files_to_push(folder)
@@ -133,18 +133,31 @@ def push_model(target: HubTarget, save_dir: str | Path, *, metrics: dict, option
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                   for p in files]
     operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+    commit_url = upload(target, operations, message="distilvit: upload the trained model",
+                        saved=f"The trained model is saved in {folder}; upload it later with "
+                        f"`hf upload {target.repo_id} {folder}`.")
+    logger.info("pushed %d files and the model card to %s/%s (%s)", len(files), target.endpoint, target.repo_id,
+                commit_url)
+    return commit_url
+
+
+def upload(target: HubTarget, operations: list, *, message: str, saved: str, repo_type: str = "model",
+           private: bool | None = None) -> str:
+    """Create the repository if needed and commit ``operations`` in one commit; returns the commit URL.
+
+    ``saved`` tells the user where the local copy is when the Hub fails (a :class:`DistilViTError`).
+    """
+    from huggingface_hub import HfApi
+
     api = HfApi(endpoint=target.endpoint, token=target.token)
     try:
-        api.create_repo(target.repo_id, exist_ok=True)
-        commit = api.create_commit(target.repo_id, operations=operations,
-                                   commit_message="distilvit: upload the trained model")
-    except Exception as err:  # the Hub went away or refused during training: the local model is intact
+        api.create_repo(target.repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        commit = api.create_commit(target.repo_id, repo_type=repo_type, operations=operations,
+                                   commit_message=message)
+    except Exception as err:  # the Hub went away or refused meanwhile: the local copy is intact
         raise DistilViTError(
             f"pushing to {target.endpoint}/{target.repo_id} failed ({type(err).__name__}: {_first_line(err)}). "
-            f"The trained model is saved in {folder}; upload it later with `hf upload {target.repo_id} {folder}`."
-        ) from None
-    logger.info("pushed %d files and the model card to %s/%s (%s)", len(files), target.endpoint, target.repo_id,
-                commit.commit_url)
+            + saved) from None
     return commit.commit_url
 
 
