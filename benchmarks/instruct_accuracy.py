@@ -81,7 +81,8 @@ def recipes(work: Path) -> dict:
     out = {}
     for name in ("stage1", "model"):
         options = json.loads((work / name / "training_log.json").read_text())["options"]
-        out[name] = {k: options[k] for k in ("stage", "max_steps", "batch_size", "projection_lr", "lora_lr")}
+        keys = ("stage", "base_model", "max_steps", "batch_size", "projection_lr", "lora_lr", "seed")
+        out[name] = {k: options[k] for k in keys}
     return out
 
 
@@ -102,7 +103,8 @@ def markdown(report: dict) -> str:
         if key in metrics["instruct"]:
             cells = [f"{metrics[n][key] * 100:.1f}%" if key in metrics[n] else "-" for n in names]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", "Recipes: " + "; ".join(f"{n}: {r['max_steps']} steps x batch {r['batch_size']}"
+    lines += ["", "Recipes: " + "; ".join(f"{n}: {r['max_steps']} steps x batch {r['batch_size']} from "
+                                          f"{r.get('base_model') or 'the pretrained parts'}"
                                           for n, r in report.get("recipes", {}).items()) + ".",
               f"Machine: {report['machine']['processor']}, {report['machine']['cores']} threads.",
               f"Training seconds: {report.get('train_seconds') or 'not measured (models given)'}."]
