@@ -7,11 +7,11 @@ with seen vs held-out colour-shape pairs) of
 * the most frequent training answer of each question kind (what a model that never looks can hope for).
 
     python benchmarks/instruct_accuracy.py [--train] [--work demo-instruct-output] [--out benchmarks/results]
-                                           [--sample N]
+                                           [--sample N] [--name NAME]
 
 --train runs `make demo-instruct`'s two stages first (configs/instruct-*.args; the shapes encoder of
 demo-output/encoder must exist: `distilvit shapes-encoder --out demo-output/encoder`); without it the models in
---work/stage1 and --work/model are scored. Writes instruct_accuracy.json and instruct_accuracy.md to --out.
+--work/stage1 and --work/model are scored. Writes NAME.json and NAME.md (default instruct_accuracy) to --out.
 """
 
 from __future__ import annotations
@@ -76,6 +76,16 @@ def score(work: Path, out: Path, sample: int | None) -> dict:
     return results
 
 
+def recipes(work: Path) -> dict:
+    """Steps, batch size and learning rates each stage actually trained with (from its training_log.json)."""
+    out = {}
+    for name in ("stage1", "model"):
+        options = json.loads((work / name / "training_log.json").read_text())["options"]
+        keys = ("stage", "base_model", "max_steps", "batch_size", "projection_lr", "lora_lr", "seed")
+        out[name] = {k: options[k] for k in keys}
+    return out
+
+
 def markdown(report: dict) -> str:
     names = ["instruct", "stage1", "blind", "majority"]
     metrics = {n: report["results"][n]["metrics"] for n in names}
@@ -93,7 +103,10 @@ def markdown(report: dict) -> str:
         if key in metrics["instruct"]:
             cells = [f"{metrics[n][key] * 100:.1f}%" if key in metrics[n] else "-" for n in names]
             lines.append(f"| {key} | " + " | ".join(cells) + " |")
-    lines += ["", f"Machine: {report['machine']['processor']}, {report['machine']['cores']} threads.",
+    lines += ["", "Recipes: " + "; ".join(f"{n}: {r['max_steps']} steps x batch {r['batch_size']} from "
+                                          f"{r.get('base_model') or 'the pretrained parts'}"
+                                          for n, r in report.get("recipes", {}).items()) + ".",
+              f"Machine: {report['machine']['processor']}, {report['machine']['cores']} threads.",
               f"Training seconds: {report.get('train_seconds') or 'not measured (models given)'}."]
     return "\n".join(lines) + "\n"
 
@@ -104,19 +117,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
     parser.add_argument("--train", action="store_true", help="train both stages first (the demo recipe)")
     parser.add_argument("--sample", type=int, default=None, help="score a seeded subset of N test questions")
+    parser.add_argument("--name", default="instruct_accuracy", help="results file names (NAME.json, NAME.md)")
     args = parser.parse_args()
     seconds = train(args.work) if args.train else None
     results = score(args.work, args.work / "benchmark", args.sample)
     results["majority"] = majority_baseline(args.sample)
-    report = {"machine": machine(), "train_seconds": seconds, "sample": args.sample, "results": results}
+    report = {"machine": machine(), "train_seconds": seconds, "sample": args.sample, "recipes": recipes(args.work),
+              "results": results}
     if seconds is None:
         try:
             report["train_seconds"] = {n: logged_train_seconds(args.work / n) for n in ("stage1", "model")}
         except (OSError, StopIteration, KeyError):
             pass
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "instruct_accuracy.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (args.out / "instruct_accuracy.md").write_text(markdown(report))
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(report))
     print(markdown(report))
 
 
