@@ -40,7 +40,7 @@ def test_duplicates_dropped_and_counted_and_no_image_in_two_splits(merged, capsy
     assert set(saved["train"].column_names) == {"image", "alt_text", "source", "source_id", "image_hash"}
     card = (merged / "README.md").read_text()
     assert "40 rows read, 5 duplicate images dropped" in card
-    assert f"| total | 35 |" in card and f"| train | {len(saved['train'])} |" in card
+    assert "| total | 35 |" in card and f"| train | {len(saved['train'])} |" in card
 
 
 def test_duplicate_captions_are_merged_into_the_kept_row(merged, sources):
