@@ -170,6 +170,21 @@ def test_decoding_modes(tiny_encoder, tiny_lm):
         generate_captions(model, processor, imgs, beams=2)
 
 
+@pytest.mark.parametrize("options", [{}, {"unfreeze_vision_layers": 1}, {"use_lora": False}])
+def test_a_reloaded_model_trains_exactly_what_the_built_one_did(tmp_path, tiny_encoder, tiny_lm, options):
+    """Loading creates fresh parameters that all require gradients; without resetting them, `train --base-model`
+    would train the whole LM and encoder instead of the projection and LoRA."""
+    model, processor = build(tiny_encoder, tiny_lm, **options)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded, _ = load_captioner(tmp_path)
+
+    def trainable(m):
+        return {n for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable(reloaded) == trainable(model)
+    assert not any(n.startswith("language_model.") and "lora_" not in n for n in trainable(reloaded))
+
+
 def test_unfreezing_the_last_encoder_layers(tiny_encoder, tiny_lm):
     model, _ = build(tiny_encoder, tiny_lm, unfreeze_vision_layers=1)
     trainable = {n for n, p in model.vision_model.named_parameters() if p.requires_grad}

@@ -81,11 +81,25 @@ class DistilViTForCaptioning(DistilViTPreTrainedModel):
                 dropout=config.lora_dropout,
                 target_modules=targets,
             )
-        else:
-            self.language_model.requires_grad_(False)
+        self.set_trainable()
+
+    def set_trainable(self) -> None:
+        """Make exactly the parts this config trains trainable: the projection, the LoRA adapters (the rest of the
+        LM frozen) and the encoder layers ``freeze_vision``/``unfreeze_vision_layers`` leave open."""
+        for name, param in self.language_model.named_parameters():
+            param.requires_grad_("lora_" in name)
+        self.projection.requires_grad_(True)
         set_vision_trainable(
-            self.vision_model, freeze=config.freeze_vision, unfreeze_last=config.unfreeze_vision_layers
+            self.vision_model, freeze=self.config.freeze_vision, unfreeze_last=self.config.unfreeze_vision_layers
         )
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, then :meth:`set_trainable`: loading creates fresh parameters that
+        all require gradients, which would make ``train --base-model`` train the whole LM and encoder."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).set_trainable()
+        return loaded
 
     @staticmethod
     def projection_input_dim(config: DistilViTConfig) -> int:

@@ -27,7 +27,6 @@ from distilvit.errors import DistilViTError
 from distilvit.model import load_captioner
 from distilvit.model.lora import add_lora, default_target_modules
 from distilvit.model.processing import CaptionProcessor
-from distilvit.model.vision import set_vision_trainable
 from distilvit.training.run import TrainOptions, TrainResult, configure_step, save_trained, training_arguments
 from distilvit.training.trainer import CaptionTrainer, pick_device, pick_precision
 
@@ -53,14 +52,9 @@ def chat_processor(processor: CaptionProcessor) -> CaptionProcessor:
 
 def ensure_lora(model, opts: TrainOptions) -> None:
     """Add fresh LoRA adapters (zero-initialised B: the LM starts unchanged) to a model that has none, then make
-    exactly the projection, the adapters and the encoder layers the config unfreezes trainable (a model reloaded
-    with ``from_pretrained`` has every parameter trainable)."""
+    exactly the projection, the adapters and the encoder layers the config unfreezes trainable."""
     _add_lora(model, opts)
-    for name, param in model.language_model.named_parameters():
-        param.requires_grad_("lora_" in name)
-    model.projection.requires_grad_(True)
-    set_vision_trainable(model.vision_model, freeze=model.config.freeze_vision,
-                         unfreeze_last=model.config.unfreeze_vision_layers)
+    model.set_trainable()
 
 
 def _add_lora(model, opts: TrainOptions) -> None:
