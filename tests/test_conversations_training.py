@@ -115,6 +115,23 @@ def test_instruct_on_a_file_with_a_corrupt_image_finishes_and_counts_it(stage1, 
     assert log["final_metrics"]["unreadable_images"] == 1
 
 
+def test_instruct_runs_have_the_run_identity_of_every_training_run(stage1, stage2, capsys):
+    """The instruct stage goes through the same run as captioning: the finished command trains nothing, and a
+    different instruct run meeting its checkpoints is refused with the differing option named."""
+    out = stage2.parent
+    args = ["train", "--stage", "instruct", "--base-model", str(stage1), "--dataset", "shapes-vqa", "--sample", "16",
+            "--save-dir", str(out / "model"), "--checkpoints-dir", str(out / "ckpt"), *COMMON]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already finished: nothing trained" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    assert (out / "ckpt" / "checkpoint-4" / "distilvit_run.json").is_file()
+    other = [a if a != "16" else "12" for a in args]  # --sample 12: another run
+    assert main(other) == 2
+    assert "sample" in capsys.readouterr().err
+
+
 def test_instruct_needs_a_base_model(tmp_path, capsys):
     assert main(["train", "--stage", "instruct", "--dataset", "shapes-vqa", "--save-dir", str(tmp_path)]) == 2
     assert "--base-model" in capsys.readouterr().err

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
-
-from transformers import EarlyStoppingCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from distilvit.conversations.collator import ConversationCollator
 from distilvit.conversations.dataset import ConversationDataset, load_conversations, processor_image_size
@@ -27,8 +23,14 @@ from distilvit.errors import DistilViTError
 from distilvit.model import load_captioner
 from distilvit.model.lora import add_lora, default_target_modules
 from distilvit.model.processing import CaptionProcessor
-from distilvit.training.run import TrainOptions, TrainResult, configure_step, save_trained, training_arguments
-from distilvit.training.trainer import CaptionTrainer, pick_device, pick_precision
+from distilvit.training.run import (
+    RunParts,
+    TrainOptions,
+    TrainResult,
+    configure_step,
+    prefix_learning_rates,
+    run_training,
+)
 
 logger = logging.getLogger("distilvit.training")
 
@@ -74,18 +76,24 @@ def _add_lora(model, opts: TrainOptions) -> None:
 
 
 def run_instruct_training(opts: TrainOptions) -> TrainResult:
-    """Stage 2: instruction-tune a stage-1 model on conversations; returns where it was saved."""
+    """Stage 2: instruction-tune a stage-1 model on conversations, through the same run as captioning
+    (:func:`distilvit.training.run.run_training`: run identity, crash-safe checkpoints, exact resume, atomic
+    save). The best checkpoint is chosen by validation loss: conversations have no caption metrics."""
     if not opts.base_model:
         raise DistilViTError("--stage instruct needs --base-model: the folder of a stage-1 model "
                              "(distilvit train --stage pretrain ...).")
-    set_seed(opts.seed)
-    device = pick_device(opts.device)
-    precision = pick_precision(opts.precision, device)
+    return run_training(replace(opts, metric_for_best_model="loss", eval_captions=0), prepare=prepare_instruct)
+
+
+def prepare_instruct(opts: TrainOptions, device: str, is_encoder_decoder: bool) -> RunParts:
+    """Conversations of the train/validation splits and the stage-1 model, with LoRA and the chat template."""
+    if is_encoder_decoder:
+        raise DistilViTError("--stage instruct needs a prefix-architecture model (--architecture prefix).")
     data = {split: load_conversations(opts.datasets, split, image_folder=opts.image_folder, seed=opts.seed,
                                       eval_sample=opts.eval_sample,
                                       sample=opts.sample if split == "train" else opts.eval_sample)
             for split in ("train", "validation")}
-    model, processor = load_captioner(opts.base_model)
+    model, processor = load_captioner(opts.base_model, revision=opts.base_model_revision)
     if model.config.model_type != "distilvit":
         raise DistilViTError("--stage instruct needs a prefix-architecture model (--architecture prefix).")
     processor = chat_processor(processor)
@@ -95,30 +103,14 @@ def run_instruct_training(opts: TrainOptions) -> TrainResult:
     model.train()
     size = processor_image_size(processor)
     train_set, validation_set = (ConversationDataset(data[s], size) for s in ("train", "validation"))
-    logger.info("instruction tuning on %d conversations (%d for validation); %s trainable parameters",
-                len(train_set), len(validation_set), sum(p.numel() for p in model.parameters() if p.requires_grad))
-    trainer = CaptionTrainer(
-        model=model,
-        args=training_arguments(replace(opts, metric_for_best_model="loss"), device, precision),
-        train_dataset=train_set,
-        eval_dataset=validation_set,
-        data_collator=ConversationCollator(processor),
-        caption_processor=processor,
-        learning_rates={"projection_lr": opts.projection_lr, "lora_lr": opts.lora_lr,
-                        "vision_lr": opts.vision_lr if opts.vision_lr is not None else opts.projection_lr},
-        caption_eval=None,
-        debug=opts.debug,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience)],
-    )
-    last = get_last_checkpoint(opts.checkpoints_dir) if Path(opts.checkpoints_dir).is_dir() else None
-    if last:
-        logger.info("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
-    metrics = trainer.evaluate()
-    bad = {**train_set.bad_images, **validation_set.bad_images}
-    metrics["unreadable_images"] = len(bad)
-    for dataset in (train_set, validation_set):
-        if dataset.report():
-            logger.warning(dataset.report())
-    save_dir = save_trained(trainer, processor, opts, metrics)
-    return TrainResult(save_dir=save_dir, metrics=metrics, log_history=trainer.state.log_history)
+    logger.info("instruction tuning on %d conversations (%d for validation)", len(train_set), len(validation_set))
+
+    def finish(metrics: dict) -> None:  # images that could not be read were replaced by blank ones: say so
+        metrics["unreadable_images"] = len({**train_set.bad_images, **validation_set.bad_images})
+        for dataset in (train_set, validation_set):
+            if dataset.report():
+                logger.warning(dataset.report())
+
+    return RunParts(model=model, processor=processor, train_data=train_set, eval_data=validation_set,
+                    collator=ConversationCollator(processor), learning_rates=prefix_learning_rates(opts),
+                    finish=finish)

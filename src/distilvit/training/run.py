@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from distilvit.errors import DistilViTError
 from distilvit.evaluation import plot_training_curves
 from distilvit.hub import push as hub_push
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
+from distilvit.paths import cache_subdir
 from distilvit.training import encoder_decoder
 from distilvit.training.checkpoints import pause_point, staged_folder, write_run_record
 from distilvit.training.collator import CaptionCollator
@@ -137,13 +139,8 @@ def training_arguments(opts: TrainOptions, device: str, precision: str) -> Train
     )
 
 
-def cache_subdir(opts: TrainOptions, kind: str) -> str | None:
-    """``<cache_dir>/datasets`` or ``<cache_dir>/models`` (None: the Hugging Face default caches)."""
-    return str(Path(opts.cache_dir) / kind) if opts.cache_dir else None
-
-
 def load_splits(opts: TrainOptions):
-    cache = cache_subdir(opts, "datasets")
+    cache = cache_subdir(opts.cache_dir, "datasets")
     train = load_caption_dataset(opts.datasets, "train", sample=opts.sample, seed=opts.seed, cache_dir=cache)
     validation = load_caption_dataset(opts.datasets, "validation", sample=opts.eval_sample, seed=opts.seed,
                                       cache_dir=cache)
@@ -158,7 +155,7 @@ def build_or_load(opts: TrainOptions):
         return model, processor
     spec = opts.model
     if opts.cache_dir:
-        spec = replace(spec, cache_dir=cache_subdir(opts, "models"))
+        spec = replace(spec, cache_dir=cache_subdir(opts.cache_dir, "models"))
     return build_captioner(spec)
 
 
@@ -187,8 +184,55 @@ def training_data(opts: TrainOptions, model, processor, device: str, train_set, 
                                      cache_dir=opts.feature_cache_dir, device=device))
 
 
-def run_training(opts: TrainOptions) -> TrainResult:
-    """Train a captioner end to end; returns where it was saved and its final validation metrics."""
+@dataclass
+class RunParts:
+    """What a run trains and on what: the parts in which captioning and instruction tuning differ
+    (:func:`prepare_captioning` here, ``training.instruct.prepare_instruct``); the run itself is the same."""
+
+    model: torch.nn.Module
+    processor: object
+    train_data: object
+    eval_data: object
+    collator: Callable
+    learning_rates: dict
+    train_lengths: list[int] | None = None
+    caption_eval: CaptionEvalSet | None = None
+    finish: Callable[[dict], None] | None = None  # adds the run's own figures to the final metrics
+
+
+def prefix_learning_rates(opts: TrainOptions) -> dict[str, float]:
+    return {"projection_lr": opts.projection_lr, "lora_lr": opts.lora_lr,
+            "vision_lr": opts.vision_lr if opts.vision_lr is not None else opts.projection_lr}
+
+
+def prepare_captioning(opts: TrainOptions, device: str, is_encoder_decoder: bool) -> RunParts:
+    """Caption data (cached encoder features when caching is on) and a new or reloaded captioner."""
+    train_set, validation_set = load_splits(opts)
+    model, processor = build_or_load(opts)
+    if not is_encoder_decoder:  # prefix-architecture switches (the encoder-decoder trains its encoder: no cache)
+        model.config.ablate_image = opts.blind or model.config.ablate_image
+        configure_step(model, opts)
+    model.train()  # from_pretrained returns eval mode; dropout and checkpointing need train mode
+    train_data, eval_data = (
+        (train_set, validation_set) if is_encoder_decoder
+        else training_data(opts, model, processor, device, train_set, validation_set)
+    )
+    return RunParts(
+        model=model, processor=processor, train_data=train_data, eval_data=eval_data,
+        collator=CaptionCollator(processor, train=True, seed=opts.seed, pad_to_max_length=opts.pad_to_max_length),
+        learning_rates=encoder_decoder.learning_rates(opts) if is_encoder_decoder else prefix_learning_rates(opts),
+        train_lengths=caption_lengths(train_set, processor) if opts.group_by_length else None,
+        caption_eval=CaptionEvalSet(validation_set, limit=opts.eval_captions) if opts.eval_captions else None,
+    )
+
+
+def run_training(opts: TrainOptions, prepare: Callable | None = None) -> TrainResult:
+    """Train end to end; returns where the model was saved and its final validation metrics.
+
+    ``prepare(opts, device, is_encoder_decoder) -> RunParts`` builds the model and data (default: captioning).
+    Every run, whatever it trains, gets the same guarantees: the checks before any work, the run identity
+    (``training/identity.py``), crash-safe checkpoints and an exact resume, the atomic final save and the push.
+    """
     if opts.early_stopping_patience < 1:
         raise DistilViTError("--early-stopping-patience must be at least 1.")
     hub_target = hub_push.preflight(opts.push_to_hub, opts.hub_model_id, opts.save_dir)  # fails before training
@@ -200,37 +244,24 @@ def run_training(opts: TrainOptions) -> TrainResult:
     set_seed(opts.seed)
     device = pick_device(opts.device)
     precision = pick_precision(opts.precision, device)
-    train_set, validation_set = load_splits(opts)
-    model, processor = build_or_load(opts)
-    if not is_encoder_decoder:  # prefix-architecture switches (the encoder-decoder trains its encoder: no cache)
-        model.config.ablate_image = opts.blind or model.config.ablate_image
-        configure_step(model, opts)
-    model.train()  # from_pretrained returns eval mode; dropout and checkpointing need train mode
-    logger.info("device %s, precision %s, %s trainable parameters", device, precision, _count_trainable(model))
-    train_data, eval_data = (
-        (train_set, validation_set) if is_encoder_decoder
-        else training_data(opts, model, processor, device, train_set, validation_set)
-    )
+    parts = (prepare or prepare_captioning)(opts, device, is_encoder_decoder)
+    logger.info("device %s, precision %s, %s trainable parameters", device, precision, _count_trainable(parts.model))
     trainer = CaptionTrainer(
-        model=model,
+        model=parts.model,
         args=training_arguments(opts, device, precision),
-        train_dataset=train_data,
-        eval_dataset=eval_data,
-        data_collator=CaptionCollator(processor, train=True, seed=opts.seed, pad_to_max_length=opts.pad_to_max_length),
-        train_lengths=caption_lengths(train_set, processor) if opts.group_by_length else None,
-        caption_processor=processor,
-        learning_rates=encoder_decoder.learning_rates(opts) if is_encoder_decoder else {
-            "projection_lr": opts.projection_lr,
-            "lora_lr": opts.lora_lr,
-            "vision_lr": opts.vision_lr if opts.vision_lr is not None else opts.projection_lr,
-        },
-        caption_eval=CaptionEvalSet(validation_set, limit=opts.eval_captions) if opts.eval_captions else None,
+        train_dataset=parts.train_data,
+        eval_dataset=parts.eval_data,
+        data_collator=parts.collator,
+        train_lengths=parts.train_lengths,
+        caption_processor=parts.processor,
+        learning_rates=parts.learning_rates,
+        caption_eval=parts.caption_eval,
         debug=opts.debug,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=opts.early_stopping_patience)],
         run_record=run_record(opts),
     )
     if plan.resume:
-        check_weights_fit(model, plan.resume)
+        check_weights_fit(parts.model, plan.resume)
     if plan.checkpoint_finished:
         logger.info("training already ended at %s; saving its final model, training nothing", plan.resume)
         trainer.finish_from_checkpoint(plan.resume)
@@ -239,11 +270,13 @@ def run_training(opts: TrainOptions) -> TrainResult:
             logger.info("resuming from %s", plan.resume)
         trainer.train(resume_from_checkpoint=str(plan.resume) if plan.resume else None)
     metrics = trainer.evaluate()
-    save_dir = save_trained(trainer, processor, opts, metrics)
+    if parts.finish:
+        parts.finish(metrics)
+    save_dir = save_trained(trainer, parts.processor, opts, metrics)
     if hub_target:
         hub_push.push_model(hub_target, save_dir, metrics=metrics, options=_jsonable(asdict(opts)))
     if opts.prune_cache and opts.cache_dir:
-        dataset_cache = cache_subdir(opts, "datasets")
+        dataset_cache = cache_subdir(opts.cache_dir, "datasets")
         shutil.rmtree(dataset_cache, ignore_errors=True)
         logger.info("pruned the dataset cache %s", dataset_cache)
     return TrainResult(save_dir=save_dir, metrics=metrics, log_history=trainer.state.log_history)
