@@ -127,11 +127,10 @@ def llava_model(model: DistilViTForCaptioning) -> LlavaForConditionalGeneration:
     return llava
 
 
-def _raw(text: str) -> str:
-    """``text`` as a literal inside a Jinja template."""
-    if "{% endraw %}" in text:
-        raise ModelError("the model's prompt contains '{% endraw %}', which a chat template cannot hold.")
-    return "{% raw %}" + text + "{% endraw %}" if text else ""
+def _literal(text: str) -> str:
+    """``text`` as a string expression of a Jinja template (Python's Jinja and transformers.js's, which has no
+    ``raw`` blocks, read JSON's escapes alike)."""
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""
 
 
 def prompt_template(processor: CaptionProcessor) -> str:
@@ -151,7 +150,7 @@ def prompt_template(processor: CaptionProcessor) -> str:
     images = ("{% for message in messages %}{% if message['content'] is not string %}{% for item in "
               "message['content'] %}{% if item['type'] == 'image' %}" + IMAGE_TOKEN + "{% endif %}{% endfor %}"
               "{% endif %}{% endfor %}")
-    return _raw(before) + images + _raw(after)
+    return _literal(before) + images + _literal(after)
 
 
 def llava_processor(processor: CaptionProcessor, model: DistilViTForCaptioning) -> LlavaProcessor:

@@ -1,0 +1,150 @@
+"""`distilvit export --layout transformers.js`: the folder transformers.js itself (@huggingface/transformers from
+npm, in Node with onnxruntime-node) loads from local files, captioning like `OnnxCaptioner` on the bundle of the
+same precision. Tiny random models.
+
+Node only: Chromium is not driven here. Without node or web/node_modules/@huggingface/transformers (`npm ci` in
+web/) the Node tests skip; ``DISTILVIT_REQUIRE_BROWSER=1`` (set by .ci/run) makes them fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from tiny_models import perturb_lora
+
+from distilvit.cli.main import main
+from distilvit.errors import ModelError
+from distilvit.export import OnnxCaptioner, export_bundle
+from distilvit.export.transformers_js import SUFFIXES, export_transformers_js
+from distilvit.model import CaptionerSpec, build_captioner, load_captioner
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB = ROOT / "web"
+SCRIPT = WEB / "tests" / "transformersjs.mjs"
+REQUIRED = os.environ.get("DISTILVIT_REQUIRE_BROWSER") == "1"
+MAX_NEW = 10
+# the default prefix (SigLIP, 2x2 pixel shuffle, LayerNorm + linear projection) and a LLaVA-like one (CLIP with its
+# CLS token kept, MLP projection): the <image> expansion count must come out right for both
+MODELS = {"siglip-shuffle2": ("siglip", {}),
+          "clip-full": ("clip", {"prefix_reduction": "none", "projection_type": "mlp"})}
+
+
+def images(n=5, seed=3):
+    """Images at the processor's size (32 px): transformers.js resizes with sharp, Python with Pillow; at the
+    target size neither resamples, so the comparison is of the graphs and the generation loop."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    path = shutil.which("node")
+    missing = ("node (apt-get install nodejs)" if path is None else
+               "web/node_modules/@huggingface/transformers (run `npm ci` in web/)"
+               if not (WEB / "node_modules" / "@huggingface" / "transformers").is_dir() else None)
+    if missing:
+        message = f"transformers.js tests need {missing}"
+        if REQUIRED:
+            pytest.fail(message + " (DISTILVIT_REQUIRE_BROWSER=1)")
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, tiny_dirs):
+    made = {}
+    for name, (encoder, spec) in MODELS.items():
+        torch.manual_seed(0)
+        model, processor = build_captioner(CaptionerSpec(encoder=str(tiny_dirs(encoder)),
+                                                         decoder=str(tiny_dirs("llama")), **spec))
+        perturb_lora(model, std=0.05)
+        made[name] = tmp_path_factory.mktemp(name)
+        model.save_pretrained(made[name])
+        processor.save_pretrained(made[name])
+    return made
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, image in enumerate(images()):
+        paths.append(folder / f"{i}.png")
+        image.save(paths[-1])
+    return paths
+
+
+def run_transformers_js(node: str, folder: Path, image_files: list[Path], tmp_path: Path, **extra) -> dict:
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"model_dir": str(folder), "images": [str(p) for p in image_files],
+                               "max_new_tokens": MAX_NEW, **extra}))
+    done = subprocess.run([node, str(SCRIPT), str(job)], capture_output=True, text=True, timeout=300, cwd=WEB)
+    assert done.returncode == 0, f"transformers.js failed:\n{done.stdout}\n{done.stderr[-4000:]}"
+    return json.loads(done.stdout)
+
+
+def test_folder_has_the_files_and_tensor_names_transformers_js_loads(model_dirs, tmp_path):
+    out = tmp_path / "js"
+    assert main(["export", str(model_dirs["siglip-shuffle2"]), "--out", str(out), "--layout", "transformers.js",
+                 "--quantize", "int4"]) == 0
+    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert {"config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
+            "tokenizer.json", "tokenizer_config.json", "onnx/vision_encoder_q4.onnx", "onnx/embed_tokens_q4.onnx",
+            "onnx/decoder_model_merged_q4.onnx"} <= names
+    assert not any(name.endswith(".bin") for name in names)  # no shared table.bin: every graph is self-contained
+    config = json.loads((out / "config.json").read_text())
+    model, processor = load_captioner(model_dirs["siglip-shuffle2"])
+    assert config["model_type"] == "llava" and config["image_token_index"] == processor.image_token_id
+    assert config["transformers.js_config"]["dtype"] == "q4"
+    assert json.loads((out / "preprocessor_config.json").read_text())["processor_class"] == "LlavaProcessor"
+    assert processor.image_token_id in json.loads((out / "tokenizer.json").read_text())["added_tokens"][-1].values()
+    for session, inputs, outputs in [
+        ("vision_encoder", ["pixel_values"], ["image_features"]),
+        ("embed_tokens", ["input_ids"], ["inputs_embeds"]),
+        ("decoder_model_merged", ["inputs_embeds", "attention_mask", "position_ids", "past_key_values.0.key"],
+         ["logits", "present.0.key"]),
+    ]:
+        graph = onnx.load(str(out / "onnx" / f"{session}_q4.onnx")).graph
+        values = {v.name: v for v in [*graph.input, *graph.output]}
+        assert set(inputs) <= {v.name for v in graph.input} and set(outputs) <= {v.name for v in graph.output}
+        for name in [*inputs, *outputs]:
+            assert values[name].type.tensor_type.shape.dim[0].dim_param == "batch_size", (session, name)
+        for name in ("image_features", "inputs_embeds"):
+            if name in values:
+                assert values[name].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+@pytest.mark.parametrize("quantize", list(SUFFIXES))
+@pytest.mark.parametrize("name", list(MODELS))
+def test_transformers_js_captions_equal_onnx_captioner(name, quantize, node, model_dirs, image_files, tmp_path):
+    folder = tmp_path / "js"
+    export_transformers_js(model_dirs[name], folder, quantize=quantize, progress=False)
+    assert (folder / "onnx" / f"decoder_model_merged{SUFFIXES[quantize][1]}.onnx").is_file()
+    got = run_transformers_js(node, folder, image_files, tmp_path)  # dtype from config.json
+    bundle = tmp_path / "bundle"
+    export_bundle(model_dirs[name], bundle, quantize=quantize, progress=False)
+    captioner = OnnxCaptioner(bundle)
+    # one image per call, as transformers.js runs them: int4's int8 activations are quantised per tensor, so a
+    # caption may depend on which other images share its batch
+    expected = [captioner.caption([Image.open(p)], max_new_tokens=MAX_NEW, batch_size=1)[0] for p in image_files]
+    assert got["input_ids"][0] == [int(i) for i in captioner.prompt_ids]
+    assert got["captions"] == expected
+    assert len(set(expected)) > 1
+
+
+def test_replaces_an_earlier_export_but_not_other_folders(model_dirs, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ModelError, match="not empty"):
+        export_transformers_js(model_dirs["clip-full"], other, quantize="none", progress=False)
+    assert (other / "notes.txt").read_text() == "mine"
