@@ -24,12 +24,12 @@ from tiny_models import perturb_lora
 from distilvit.cli.main import main
 from distilvit.errors import ModelError
 from distilvit.export import OnnxCaptioner, export_bundle
+from distilvit.export.image_to_text import export_image_to_text
 from distilvit.export.transformers_js import SUFFIXES, export_transformers_js
 from distilvit.model import CaptionerSpec, build_captioner, load_captioner
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web"
-SCRIPT = WEB / "tests" / "transformersjs.mjs"
 REQUIRED = os.environ.get("DISTILVIT_REQUIRE_BROWSER") == "1"
 MAX_NEW = 10
 # the default prefix (SigLIP, 2x2 pixel shuffle, LayerNorm + linear projection) and a LLaVA-like one (CLIP with its
@@ -83,11 +83,15 @@ def image_files(tmp_path_factory):
     return paths
 
 
-def run_transformers_js(node: str, folder: Path, image_files: list[Path], tmp_path: Path, **extra) -> dict:
+def run_transformers_js(node: str, folder: Path, image_files: list[Path], tmp_path: Path, *,
+                        script: str = "transformersjs.mjs", module: str | None = None, **extra) -> dict:
+    """Run ``web/tests/<script>`` (transformersjs.mjs: AutoProcessor + AutoModelForImageTextToText; imagetotext.mjs:
+    the image-to-text pipeline) with transformers.js ``module`` (default: the 4.x package)."""
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"model_dir": str(folder), "images": [str(p) for p in image_files],
                                "max_new_tokens": MAX_NEW, **extra}))
-    done = subprocess.run([node, str(SCRIPT), str(job)], capture_output=True, text=True, timeout=300, cwd=WEB)
+    command = [node, str(WEB / "tests" / script), str(job), *([module] if module else [])]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=WEB)
     assert done.returncode == 0, f"transformers.js failed:\n{done.stdout}\n{done.stderr[-4000:]}"
     return json.loads(done.stdout)
 
@@ -123,22 +127,56 @@ def test_folder_has_the_files_and_tensor_names_transformers_js_loads(model_dirs,
                 assert values[name].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+@pytest.fixture(scope="module")
+def expected_captions(model_dirs, image_files, tmp_path_factory):
+    """Factory ``expected_captions(model, quantize)``: ``(OnnxCaptioner's captions, its prompt ids)`` on the
+    distilvit bundle of that precision, exported once."""
+    made = {}
+
+    def get(name: str, quantize: str):
+        if (name, quantize) not in made:
+            bundle = tmp_path_factory.mktemp(f"bundle-{name}-{quantize}")
+            export_bundle(model_dirs[name], bundle, quantize=quantize, progress=False)
+            captioner = OnnxCaptioner(bundle)
+            # one image per call, as transformers.js runs them: int4's int8 activations are quantised per tensor,
+            # so a caption may depend on which other images share its batch
+            captions = [captioner.caption([Image.open(p)], max_new_tokens=MAX_NEW, batch_size=1)[0]
+                        for p in image_files]
+            made[name, quantize] = captions, [int(i) for i in captioner.prompt_ids]
+        return made[name, quantize]
+
+    return get
+
+
 @pytest.mark.parametrize("quantize", list(SUFFIXES))
 @pytest.mark.parametrize("name", list(MODELS))
-def test_transformers_js_captions_equal_onnx_captioner(name, quantize, node, model_dirs, image_files, tmp_path):
+def test_transformers_js_captions_equal_onnx_captioner(name, quantize, node, model_dirs, image_files,
+                                                        expected_captions, tmp_path):
     folder = tmp_path / "js"
     export_transformers_js(model_dirs[name], folder, quantize=quantize, progress=False)
     assert (folder / "onnx" / f"decoder_model_merged{SUFFIXES[quantize][1]}.onnx").is_file()
     got = run_transformers_js(node, folder, image_files, tmp_path)  # dtype from config.json
-    bundle = tmp_path / "bundle"
-    export_bundle(model_dirs[name], bundle, quantize=quantize, progress=False)
-    captioner = OnnxCaptioner(bundle)
-    # one image per call, as transformers.js runs them: int4's int8 activations are quantised per tensor, so a
-    # caption may depend on which other images share its batch
-    expected = [captioner.caption([Image.open(p)], max_new_tokens=MAX_NEW, batch_size=1)[0] for p in image_files]
-    assert got["input_ids"][0] == [int(i) for i in captioner.prompt_ids]
+    expected, prompt_ids = expected_captions(name, quantize)
+    assert got["input_ids"][0] == prompt_ids
     assert got["captions"] == expected
     assert len(set(expected)) > 1
+
+
+@pytest.mark.parametrize("name,quantize", [("siglip-shuffle2", q) for q in SUFFIXES] + [("clip-full", "none")])
+def test_image_to_text_pipeline_captions_equal_onnx_captioner(name, quantize, node, model_dirs, image_files,
+                                                              expected_captions, tmp_path):
+    folder = tmp_path / "i2t"
+    assert main(["export", str(model_dirs[name]), "--out", str(folder), "--layout", "image-to-text",
+                 "--quantize", quantize]) == 0
+    suffix = SUFFIXES[quantize][1]
+    assert {p.name for p in (folder / "onnx").iterdir()} == {f"encoder_model{suffix}.onnx",
+                                                             f"decoder_model_merged{suffix}.onnx"}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "vision-encoder-decoder" and config["is_encoder_decoder"] is True
+    decoder = onnx.load(str(folder / "onnx" / f"decoder_model_merged{suffix}.onnx")).graph
+    assert [i.name for i in decoder.input][:2] == ["input_ids", "encoder_hidden_states"]
+    got = run_transformers_js(node, folder, image_files, tmp_path, script="imagetotext.mjs")
+    assert got["captions"] == expected_captions(name, quantize)[0]
 
 
 def test_replaces_an_earlier_export_but_not_other_folders(model_dirs, tmp_path):
@@ -148,3 +186,35 @@ def test_replaces_an_earlier_export_but_not_other_folders(model_dirs, tmp_path):
     with pytest.raises(ModelError, match="not empty"):
         export_transformers_js(model_dirs["clip-full"], other, quantize="none", progress=False)
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_transformers_js_3_sizes_the_empty_cache_of_a_grouped_query_lm(node, tiny_dirs, image_files, tmp_path,
+                                                                       monkeypatch):
+    """transformers.js 3.x (the npm alias ``transformers-v3``) runs both layouts of a model whose LM has fewer
+    key/value heads than ``hidden_size / head_dim`` (tiny Qwen2: width 32, one KV head of 16): 3.x sizes the empty
+    first-step cache from ``config.json``. Its onnxruntime (1.21) predates the fused attention and quantised-gather
+    nodes of distilvit's graphs, so this is the eager-attention fp32 export."""
+    if not (WEB / "node_modules" / "transformers-v3").is_dir():
+        pytest.fail("web/node_modules/transformers-v3 is missing (run `npm ci` in web/)") if REQUIRED else \
+            pytest.skip("transformers.js 3.x tests need web/node_modules/transformers-v3 (run `npm ci` in web/)")
+    monkeypatch.setattr("distilvit.export.attention.supports_gqa", lambda language_model: False)
+    torch.manual_seed(0)
+    model, processor = build_captioner(CaptionerSpec(encoder=str(tiny_dirs("siglip")), decoder=str(tiny_dirs("qwen2")),
+                                                     prefix_reduction="pool2"))
+    perturb_lora(model, std=0.05)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    text = model.config.text_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    assert text.hidden_size // text.num_key_value_heads != head_dim  # the case 3.x gets wrong by default
+    bundle = tmp_path / "bundle"
+    export_bundle(model_dir, bundle, quantize="none", progress=False)
+    captioner = OnnxCaptioner(bundle)
+    expected = [captioner.caption([Image.open(p)], max_new_tokens=MAX_NEW)[0] for p in image_files]
+    export_transformers_js(model_dir, tmp_path / "js", quantize="none", progress=False)
+    export_image_to_text(model_dir, tmp_path / "i2t", quantize="none", progress=False)
+    for folder, script in ((tmp_path / "js", "transformersjs.mjs"), (tmp_path / "i2t", "imagetotext.mjs")):
+        for module in ("transformers-v3", None):
+            got = run_transformers_js(node, folder, image_files, tmp_path, script=script, module=module)
+            assert got["captions"] == expected, (script, module)

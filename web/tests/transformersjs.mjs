@@ -1,17 +1,19 @@
 // Captions images with an exported folder through transformers.js itself (@huggingface/transformers, Node,
 // onnxruntime-node), loading it from local files only, as a user of that library would
 // (tests/test_transformers_js.py). Usage:
-//   node web/tests/transformersjs.mjs JOB.json
+//   node web/tests/transformersjs.mjs JOB.json [MODULE]
 // JOB.json: {"model_dir": DIR, "images": [PNG, ...], "max_new_tokens": N, "dtype": optional dtype, "threads": optional,
 //            "repeat": optional number of timed runs per image}
+// MODULE: the transformers.js package to import (default "@huggingface/transformers"; "transformers-v3" is 3.x).
 // Prints {"captions": [...], "input_ids": [[...], ...], "ms": [...]} as JSON on stdout.
 
 import fs from "node:fs";
 import path from "node:path";
 
-import { AutoModelForImageTextToText, AutoProcessor, RawImage, env } from "@huggingface/transformers";
-
 const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+const { AutoModelForImageTextToText, AutoProcessor, RawImage, env } = await import(
+  process.argv[3] ?? "@huggingface/transformers"
+);
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
 env.localModelPath = path.dirname(path.resolve(job.model_dir)) + path.sep;
