@@ -218,3 +218,29 @@ def test_transformers_js_3_sizes_the_empty_cache_of_a_grouped_query_lm(node, tin
         for module in ("transformers-v3", None):
             got = run_transformers_js(node, folder, image_files, tmp_path, script=script, module=module)
             assert got["captions"] == expected, (script, module)
+
+
+def test_encoder_decoder_model_runs_in_the_image_to_text_pipeline_as_in_pytorch(node, tiny_dirs, image_files,
+                                                                               tmp_path):
+    """`--architecture encoder-decoder` (ViT + GPT-2 cross-attention, the layout mozilla/distilvit ships): the
+    pipeline of transformers.js 4.x and 3.x gives PyTorch's greedy captions."""
+    from distilvit.model.captioning import generate_captions
+
+    torch.manual_seed(0)
+    model, processor = build_captioner(CaptionerSpec(architecture="encoder-decoder", encoder=str(tiny_dirs("vit")),
+                                                     decoder=str(tiny_dirs("gpt2"))))
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    with pytest.raises(ModelError, match="--quantize none"):
+        export_image_to_text(model_dir, tmp_path / "i2t", quantize="int8", progress=False)
+    summary = export_image_to_text(model_dir, tmp_path / "i2t", quantize="none", progress=False)
+    assert {"onnx/encoder_model.onnx", "onnx/decoder_model_merged.onnx"} <= set(summary["files"])
+    model, processor = load_captioner(model_dir)
+    expected = generate_captions(model, processor, [Image.open(p) for p in image_files], max_new_tokens=MAX_NEW)
+    assert len(set(expected)) > 1
+    modules = [None] + (["transformers-v3"] if (WEB / "node_modules" / "transformers-v3").is_dir() else [])
+    for module in modules:
+        got = run_transformers_js(node, tmp_path / "i2t", image_files, tmp_path, script="imagetotext.mjs",
+                                  module=module)
+        assert got["captions"] == expected, module

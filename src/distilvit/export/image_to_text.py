@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from distilvit.errors import ModelError
 from distilvit.export.bundle import FILES, ONNX_SIZE_LIMIT, export_bundle
+from distilvit.export.encoder_decoder_onnx import export_encoder_decoder
 from distilvit.export.transformers_js import (
     BATCH_AXIS,
     SUFFIXES,
@@ -52,6 +53,7 @@ from distilvit.export.transformers_js import (
     _save,
     _write_json,
 )
+from distilvit.model.encoder_decoder import is_encoder_decoder
 
 
 def _embed_constant(embed_path: Path, ids: list[int]) -> np.ndarray:
@@ -212,11 +214,18 @@ def export_image_to_text(model_dir: str | Path, out_dir: str | Path, *, quantize
         raise ModelError(f"--out {out} is not empty and holds no transformers.js export; give an empty or new folder.")
     dtype, suffix = SUFFIXES[quantize]
     out.parent.mkdir(parents=True, exist_ok=True)
+    model, processor = load_captioner(model_dir, revision=revision)
+    if is_encoder_decoder(model):  # the cross-attention design: exported as it is (encoder_decoder_onnx.py)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
+            staging = Path(tmp) / "out"
+            sizes = export_encoder_decoder(model, processor, staging, quantize)
+            files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+            _replace(out, staging)
+        return {"files": files, "dtype": "fp32", "sizes_mb": sizes, "total_mb": round(math.fsum(sizes.values()), 2)}
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         bundle = Path(tmp) / "bundle"
         manifest = export_bundle(model_dir, bundle, quantize=quantize, exact_matmuls=exact_matmuls, progress=progress,
                                  revision=revision)
-        model, processor = load_captioner(model_dir, revision=revision)
         start, lead_rest, prompt_rest = _start_and_rest(processor)
         embed_path = bundle / FILES["embed_tokens"]
         width = manifest["decoder"]["hidden_size"]
@@ -257,7 +266,11 @@ def export_image_to_text(model_dir: str | Path, out_dir: str | Path, *, quantize
         tokenizer_config["clean_up_tokenization_spaces"] = _cleans_up_spaces(processor.tokenizer)
         _write_json(staging / "tokenizer_config.json", tokenizer_config)
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        _replace(out, staging)
     return {"files": files, "dtype": dtype, "sizes_mb": sizes, "total_mb": round(math.fsum(sizes.values()), 2)}
+
+
+def _replace(out: Path, staging: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
