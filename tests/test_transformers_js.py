@@ -244,3 +244,38 @@ def test_encoder_decoder_model_runs_in_the_image_to_text_pipeline_as_in_pytorch(
         got = run_transformers_js(node, tmp_path / "i2t", image_files, tmp_path, script="imagetotext.mjs",
                                   module=module)
         assert got["captions"] == expected, module
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chat_template", [False, True], ids=["plain-prompt", "chat-template"])
+def test_real_lm_layouts_caption_like_onnx_captioner(chat_template, node, image_files, tmp_path):
+    """The real SmolLM2-135M-Instruct (BPE tokenizer, chat template, tied 49152-token table) with a small random
+    SigLIP, default int4: both transformers.js layouts give OnnxCaptioner's captions. Slow."""
+    pytest.importorskip("gguf")
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    from tiny_models import _processor
+
+    encoder = tmp_path / "siglip"
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+                                         num_attention_heads=4, image_size=32, patch_size=8)).save_pretrained(encoder)
+    _processor(32).save_pretrained(encoder)
+    model, processor = build_captioner(CaptionerSpec(
+        encoder=str(encoder), decoder="smollm2-gguf", chat_template=chat_template,
+        prompt="Describe the image." if chat_template else " A photo of"))
+    perturb_lora(model, std=0.02)
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    processor.save_pretrained(model_dir)
+    bundle = tmp_path / "bundle"
+    export_bundle(model_dir, bundle, quantize="int4", progress=False)
+    captioner = OnnxCaptioner(bundle)
+    expected = [captioner.caption([Image.open(p)], max_new_tokens=MAX_NEW, batch_size=1)[0] for p in image_files]
+    export_transformers_js(model_dir, tmp_path / "js", quantize="int4", progress=False)
+    export_image_to_text(model_dir, tmp_path / "i2t", quantize="int4", progress=False)
+    got = run_transformers_js(node, tmp_path / "js", image_files, tmp_path)
+    assert got["input_ids"][0] == [int(i) for i in captioner.prompt_ids]
+    assert got["captions"] == expected
+    got = run_transformers_js(node, tmp_path / "i2t", image_files, tmp_path, script="imagetotext.mjs")
+    assert got["captions"] == expected
