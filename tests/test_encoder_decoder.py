@@ -195,6 +195,7 @@ def test_continuing_training_of_a_saved_encoder_decoder(cli_model, tmp_path):
         (["--architecture", "encoder-decoder", "--lora-r", "8", "--no-lora"], "--no-lora, --lora-r only apply to"),
         (["--architecture", "encoder-decoder", "--lora-lr", "1e-3", "--merge-lora"], "no LoRA"),
         (["--architecture", "encoder-decoder", "--cache-features"], "--cache-features only apply"),
+        (["--architecture", "encoder-decoder", "--no-projection-layernorm"], "--no-projection-layernorm only apply"),
         (["--learning-rate", "1e-3"], "--learning-rate applies to --architecture encoder-decoder"),
         (["--architecture", "encoder-decoder", "--decoder-model", "LLAMA"], "no cross-attention"),
     ],

@@ -12,11 +12,11 @@ import warnings
 from distilvit import __version__
 from distilvit.errors import DistilViTError
 
-COMMANDS = ("train", "eval", "caption", "chat", "cache", "serve", "gradio", "export", "shapes-encoder", "data")
+COMMANDS = ("train", "eval", "caption", "chat", "cache", "serve", "gradio", "export", "convert", "shapes-encoder", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from distilvit.cli import cache, caption, chat, data, evaluate, export, serve, shapes_encoder, train
+    from distilvit.cli import cache, caption, chat, convert, data, evaluate, export, serve, shapes_encoder, train
     from distilvit.cli import gradio as gradio_cli
 
     parser = argparse.ArgumentParser(
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"distilvit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, evaluate, caption, chat, cache, serve, gradio_cli, export, shapes_encoder, data):
+    for module in (train, evaluate, caption, chat, cache, serve, gradio_cli, export, convert, shapes_encoder, data):
         module.add_parser(subparsers)
     return parser
 

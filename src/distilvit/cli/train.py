@@ -65,6 +65,9 @@ def add_parser(subparsers) -> None:
                        help="when --base-model is a Hub id: the branch, tag or commit hash to download (default: the "
                        "default branch; safetensors/JSON/text files only)")
     model.add_argument("--projection-type", choices=PROJECTION_TYPES, default="linear", help="vision-to-LM projection")
+    model.add_argument("--no-projection-layernorm", action="store_true",
+                       help="no LayerNorm before the projection (needed for `distilvit convert --to llava`, whose "
+                       "projector has none)")
     model.add_argument("--vision-feature-layer", type=int, default=-1, help="encoder hidden state to use (-1 = final output)")
     model.add_argument("--prefix-reduction", choices=PREFIX_REDUCTIONS, default=DEFAULT_PREFIX_REDUCTION,
                        help="fewer image tokens for the LM: pool2 = 2x2 average pooling, shuffle2 = 2x2 pixel shuffle "
@@ -172,7 +175,7 @@ def options_from_args(args):
 
     spec = CaptionerSpec(
         encoder=args.encoder_model, decoder=args.decoder_model, architecture=args.architecture,
-        projection_type=args.projection_type,
+        projection_type=args.projection_type, projection_layernorm=not args.no_projection_layernorm,
         vision_feature_layer=args.vision_feature_layer, prefix_reduction=args.prefix_reduction, prompt=args.prompt, chat_template=args.chat_template,
         use_lora=not args.no_lora,
         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,

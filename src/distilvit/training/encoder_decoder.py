@@ -19,7 +19,8 @@ DEFAULT_LEARNING_RATE = 5e-5  # one rate for all weights: the usual full fine-tu
 
 # (field of CaptionerSpec or TrainOptions, its flag): prefix-architecture settings
 PREFIX_MODEL_OPTIONS = {
-    "projection_type": "--projection-type", "vision_feature_layer": "--vision-feature-layer",
+    "projection_type": "--projection-type", "projection_layernorm": "--no-projection-layernorm",
+    "vision_feature_layer": "--vision-feature-layer",
     "prefix_reduction": "--prefix-reduction", "prompt": "--prompt", "chat_template": "--chat-template",
     "use_lora": "--no-lora", "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout",
     "lora_target_modules": "--lora-target-modules", "unfreeze_vision_layers": "--unfreeze-vision-layers",
