@@ -15,7 +15,6 @@ cache layout in transformers.js (BART/TrOCR-style decoders) or a fused key/value
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from transformers import DynamicCache, EncoderDecoderCache
 
 from distilvit.errors import ModelError
 from distilvit.export.graphs import OPSET
-from distilvit.export.transformers_js import _cleans_up_spaces, _image_processor_config, _write_json
+from distilvit.export.transformers_js import _write_json, write_processor_files
 
 DECODERS = ("gpt2",)
 
@@ -115,12 +114,6 @@ def export_encoder_decoder(model, processor, staging: Path, quantize: str) -> di
     config["transformers.js_config"] = {"dtype": "fp32"}
     _write_json(staging / "config.json", config)
     model.default_generation_config().save_pretrained(staging)
-    image_config = _image_processor_config(processor.image_processor)
-    image_config.pop("processor_class")
-    _write_json(staging / "preprocessor_config.json", image_config)
-    processor.tokenizer.save_pretrained(staging)
-    tokenizer_config = json.loads((staging / "tokenizer_config.json").read_text())
-    tokenizer_config["clean_up_tokenization_spaces"] = _cleans_up_spaces(processor.tokenizer)
-    _write_json(staging / "tokenizer_config.json", tokenizer_config)
+    write_processor_files(staging, processor, llava=False)
     return {name: round((staging / "onnx" / f"{name}.onnx").stat().st_size / 1e6, 2)
             for name in ("encoder_model", "decoder_model_merged")}

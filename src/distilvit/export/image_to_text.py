@@ -29,9 +29,7 @@ weights are in the graphs) and keeps the LM's own width as ``lm_hidden_size``.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -46,14 +44,15 @@ from distilvit.export.encoder_decoder_onnx import export_encoder_decoder
 from distilvit.export.transformers_js import (
     BATCH_AXIS,
     SUFFIXES,
-    _cleans_up_spaces,
-    _image_processor_config,
     _rename_axes,
     _rename_tensor,
     _save,
     _write_json,
+    check_out_folder,
+    write_processor_files,
 )
 from distilvit.model.encoder_decoder import is_encoder_decoder
+from distilvit.training.checkpoints import publish  # the atomic folder swap of checkpoints and models
 
 
 def _embed_constant(embed_path: Path, ids: list[int]) -> np.ndarray:
@@ -207,11 +206,7 @@ def export_image_to_text(model_dir: str | Path, out_dir: str | Path, *, quantize
     ``dtype``, ``sizes_mb`` per session). An earlier export in ``out_dir`` is replaced."""
     from distilvit.model import load_captioner
 
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} is a file; give a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "onnx").is_dir():
-        raise ModelError(f"--out {out} is not empty and holds no transformers.js export; give an empty or new folder.")
+    out = check_out_folder(out_dir)
     dtype, suffix = SUFFIXES[quantize]
     out.parent.mkdir(parents=True, exist_ok=True)
     model, processor = load_captioner(model_dir, revision=revision)
@@ -220,7 +215,7 @@ def export_image_to_text(model_dir: str | Path, out_dir: str | Path, *, quantize
             staging = Path(tmp) / "out"
             sizes = export_encoder_decoder(model, processor, staging, quantize)
             files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-            _replace(out, staging)
+            publish(staging, out)
         return {"files": files, "dtype": "fp32", "sizes_mb": sizes, "total_mb": round(math.fsum(sizes.values()), 2)}
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
         bundle = Path(tmp) / "bundle"
@@ -258,19 +253,8 @@ def export_image_to_text(model_dir: str | Path, out_dir: str | Path, *, quantize
             "distilvit": {"note": "ONNX only: a prefix captioner (image tokens from onnx/encoder_model*.onnx are the "
                           "decoder LM's prompt), not a cross-attention model"}})
         generation.save_pretrained(staging)
-        image_config = _image_processor_config(processor.image_processor)
-        image_config.pop("processor_class")
-        _write_json(staging / "preprocessor_config.json", image_config)
-        processor.tokenizer.save_pretrained(staging)
-        tokenizer_config = json.loads((staging / "tokenizer_config.json").read_text())
-        tokenizer_config["clean_up_tokenization_spaces"] = _cleans_up_spaces(processor.tokenizer)
-        _write_json(staging / "tokenizer_config.json", tokenizer_config)
+        write_processor_files(staging, processor, llava=False)
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        _replace(out, staging)
+        publish(staging, out)
     return {"files": files, "dtype": dtype, "sizes_mb": sizes, "total_mb": round(math.fsum(sizes.values()), 2)}
 
-
-def _replace(out: Path, staging: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from distilvit.errors import ModelError
 from distilvit.export.bundle import FILES, ONNX_SIZE_LIMIT, export_bundle
 from distilvit.export.llava import prompt_template
 from distilvit.model.configuration import IMAGE_TOKEN
+from distilvit.training.checkpoints import publish  # the atomic folder swap of checkpoints and models
 
 #: ``--quantize`` option -> (transformers.js dtype, file suffix)
 SUFFIXES = {"none": ("fp32", ""), "fp16": ("fp16", "_fp16"), "int8": ("q8", "_quantized"), "int4": ("q4", "_q4")}
@@ -137,11 +137,7 @@ def export_transformers_js(model_dir: str | Path, out_dir: str | Path, *, quanti
     (``files`` written, ``dtype``, ``sizes_mb`` per session). An earlier export in ``out_dir`` is replaced."""
     from distilvit.model import load_captioner
 
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ModelError(f"--out {out} is a file; give a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / "onnx").is_dir():
-        raise ModelError(f"--out {out} is not empty and holds no transformers.js export; give an empty or new folder.")
+    out = check_out_folder(out_dir)
     dtype, suffix = SUFFIXES[quantize]
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}-") as tmp:
@@ -160,7 +156,6 @@ def export_transformers_js(model_dir: str | Path, out_dir: str | Path, *, quanti
             del graph
             sizes[session] = round(sum(p.stat().st_size for p in (staging / "onnx").glob(f"{name}.onnx*")) / 1e6, 2)
         _write_json(staging / "config.json", _model_config(model, processor, dtype, external))
-        _write_json(staging / "preprocessor_config.json", _image_processor_config(processor.image_processor))
         size = tuple(int(v) for v in processor.pixel_values([_blank()]).shape[-2:])
         patch, extra = _patch_counts(size, getattr(model.config.vision_config, "patch_size", None),
                                      processor.num_image_tokens)
@@ -170,18 +165,38 @@ def export_transformers_js(model_dir: str | Path, out_dir: str | Path, *, quanti
         generation = model.default_generation_config()
         generation.bos_token_id = model.config.text_config.bos_token_id
         generation.save_pretrained(staging)
-        template = prompt_template(processor)
-        processor.tokenizer.chat_template = template
-        processor.tokenizer.save_pretrained(staging)
-        tokenizer_config = json.loads((staging / "tokenizer_config.json").read_text())
-        tokenizer_config["chat_template"] = template  # transformers.js reads it here, not from chat_template.jinja
-        tokenizer_config["clean_up_tokenization_spaces"] = _cleans_up_spaces(processor.tokenizer)
-        _write_json(staging / "tokenizer_config.json", tokenizer_config)
+        write_processor_files(staging, processor, chat_template=prompt_template(processor))
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        publish(staging, out)
     return {"files": files, "dtype": dtype, "sizes_mb": sizes, "total_mb": round(math.fsum(sizes.values()), 2)}
+
+
+def check_out_folder(out_dir: str | Path) -> Path:
+    """``--out`` of a transformers.js export: a new or empty folder, or an earlier export (replaced whole)."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ModelError(f"--out {out} is a file; give a folder.")
+    if out.is_dir() and any(out.iterdir()) and not (out / "onnx").is_dir():
+        raise ModelError(f"--out {out} is not empty and holds no transformers.js export; give an empty or new folder.")
+    return out
+
+
+def write_processor_files(staging: Path, processor, chat_template: str | None = None, *, llava: bool = True) -> None:
+    """``preprocessor_config.json`` and the tokenizer files as transformers.js reads them (the chat template and
+    the space clean-up flag in ``tokenizer_config.json``); ``llava``: the image processor belongs to a
+    ``LlavaProcessor`` (else to no processor class: the image-to-text layout)."""
+    image_config = _image_processor_config(processor.image_processor)
+    if not llava:
+        image_config.pop("processor_class")
+    _write_json(staging / "preprocessor_config.json", image_config)
+    if chat_template is not None:
+        processor.tokenizer.chat_template = chat_template
+    processor.tokenizer.save_pretrained(staging)
+    tokenizer_config = json.loads((staging / "tokenizer_config.json").read_text())
+    if chat_template is not None:
+        tokenizer_config["chat_template"] = chat_template  # transformers.js reads it here, not from chat_template.jinja
+    tokenizer_config["clean_up_tokenization_spaces"] = _cleans_up_spaces(processor.tokenizer)
+    _write_json(staging / "tokenizer_config.json", tokenizer_config)
 
 
 def _cleans_up_spaces(tokenizer) -> bool:
