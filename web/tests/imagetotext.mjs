@@ -7,19 +7,10 @@
 // MODULE: the transformers.js package to import (default "@huggingface/transformers"; "transformers-v3" is 3.x).
 // Prints {"captions": [...], "ms": [...]} as JSON on stdout.
 
-import fs from "node:fs";
-import path from "node:path";
+import { openJob } from "./localjob.mjs";
 
-const job = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const { env, pipeline } = await import(process.argv[3] ?? "@huggingface/transformers");
-env.allowRemoteModels = false;
-env.allowLocalModels = true;
-env.localModelPath = path.dirname(path.resolve(job.model_dir)) + path.sep;
-const name = path.basename(path.resolve(job.model_dir));
-
-const options = job.dtype ? { dtype: job.dtype } : {};
-if (job.threads) options.session_options = { intraOpNumThreads: job.threads, interOpNumThreads: 1 };
-const captioner = await pipeline("image-to-text", name, options);
+const { job, library, name, options } = await openJob();
+const captioner = await library.pipeline("image-to-text", name, options);
 const captions = [];
 const ms = [];
 for (const file of job.images) {
